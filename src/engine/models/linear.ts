@@ -1,0 +1,91 @@
+/**
+ * A linear layer of a loaded model, with an optional LoRA adapter and an optional quantized
+ * weight. The weight is kept as a kernel `[in_features, out_features]` so the forward pass is one
+ * plain matMul: Hugging Face `nn.Linear` weights (`[out, in]`) are transposed once at load, and
+ * GPT-2's `Conv1D` weights are already `[in, out]`.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { loraDelta, type LoraWeights } from '../lora/layer';
+
+/** A base weight whose float32 kernel is rebuilt for each use (a quantized weight). */
+export interface KernelSource {
+  /** Returns the kernel `[in, out]`; the caller disposes it. */
+  materialize(): tf.Tensor2D;
+  /** Bytes the stored form occupies. */
+  readonly bytes: number;
+  dispose(): void;
+}
+
+export interface ForwardContext {
+  training: boolean;
+  /** Incremented per dropout call so masks differ between layers and steps. */
+  nextSeed: () => number;
+}
+
+export const INFERENCE: ForwardContext = { training: false, nextSeed: () => 0 };
+
+export class Linear {
+  /** Module path as in the HF checkpoint, e.g. `model.layers.0.self_attn.q_proj`. */
+  readonly name: string;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  /** True for GPT-2's Conv1D, whose checkpoint weight is `[in, out]` (PEFT's fan_in_fan_out). */
+  readonly fanInFanOut: boolean;
+  kernel: tf.Tensor2D | null;
+  bias: tf.Tensor1D | null;
+  lora: LoraWeights | null = null;
+  /** Set when the base weight is quantized; `kernel` is then null. */
+  quantized: KernelSource | null = null;
+  /**
+   * Applies the quantized matmul with the LoRA term added; set by the quantization module so
+   * the float32 kernel is rebuilt inside a custom gradient and freed after use.
+   */
+  quantizedMatMul: ((x: tf.Tensor2D) => tf.Tensor2D) | null = null;
+
+  constructor(name: string, kernel: tf.Tensor2D, bias: tf.Tensor1D | null, fanInFanOut: boolean) {
+    this.name = name;
+    this.kernel = kernel;
+    this.bias = bias;
+    this.fanInFanOut = fanInFanOut;
+    [this.inFeatures, this.outFeatures] = kernel.shape;
+  }
+
+  /** `x [tokens, in] → [tokens, out]`. */
+  apply(x: tf.Tensor2D, context: ForwardContext): tf.Tensor2D {
+    let y: tf.Tensor2D;
+    if (this.kernel) {
+      y = tf.matMul(x, this.kernel);
+    } else if (this.quantizedMatMul) {
+      y = this.quantizedMatMul(x);
+    } else {
+      throw new Error(`Linear ${this.name} has neither a kernel nor a quantized weight.`);
+    }
+    if (this.bias) y = tf.add(y, this.bias);
+    if (this.lora) y = tf.add(y, loraDelta(x, this.lora, context.training, context.training ? context.nextSeed() : undefined));
+    return y;
+  }
+
+  /** The weight in the checkpoint's layout: `[out, in]`, or `[in, out]` for Conv1D. */
+  checkpointWeight(): tf.Tensor2D {
+    return tf.tidy(() => {
+      const kernel = this.kernel ? this.kernel : this.quantized!.materialize();
+      return this.fanInFanOut ? kernel.clone() : tf.transpose(kernel);
+    });
+  }
+
+  /** Number of parameters of the base weight and bias. */
+  get baseParameterCount(): number {
+    return this.inFeatures * this.outFeatures + (this.bias ? this.outFeatures : 0);
+  }
+
+  dispose(): void {
+    this.kernel?.dispose();
+    this.bias?.dispose();
+    this.quantized?.dispose();
+    this.lora?.loraA.dispose();
+    this.lora?.loraB.dispose();
+    this.kernel = null;
+    this.bias = null;
+    this.lora = null;
+  }
+}

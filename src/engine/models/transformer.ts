@@ -1,0 +1,397 @@
+/**
+ * Decoder-only transformers for the supported Hugging Face causal LMs, in tfjs.
+ *
+ * Two families share one forward pass:
+ * - `gpt2` (GPT2LMHeadModel): learned positions, pre-LayerNorm, fused `c_attn` Conv1D, tanh GELU MLP.
+ * - `llama` (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM): RoPE, RMSNorm, grouped-query
+ *   attention, SwiGLU MLP; Qwen2 adds q/k/v biases.
+ *
+ * The numerics follow transformers 4.44 in float32 (eager attention): the engine's logits match
+ * its logits to 1e-4 on the fixtures. Base weights are plain tensors (never `tf.Variable`), so
+ * only LoRA tensors are trainable.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { StudioError } from '../../shared/errors';
+import type { ModelConfig } from './config';
+import { INFERENCE, Linear, type ForwardContext } from './linear';
+import type { HostTensor } from './loader';
+import { applyRope, ropeInverseFrequencies, ropeTables } from './rope';
+
+/** Additive mask value for positions a query may not attend to. */
+const MASKED = -1e9;
+
+interface Norm {
+  weight: tf.Tensor1D;
+  bias: tf.Tensor1D | null;
+}
+
+interface Block {
+  inputNorm: Norm;
+  postAttentionNorm: Norm;
+  /** llama: q_proj, k_proj, v_proj; gpt2: c_attn (fused q, k, v). */
+  attention: Linear[];
+  outputProjection: Linear;
+  /** llama: gate_proj, up_proj, down_proj; gpt2: c_fc, c_proj. */
+  mlp: Linear[];
+}
+
+/** Keys and values of earlier positions, per layer: `[batch, kvHeads, pastLength, headDim]`. */
+export interface KvCache {
+  keys: tf.Tensor4D[];
+  values: tf.Tensor4D[];
+  length: number;
+}
+
+export interface ForwardOptions {
+  /** `[batch, seq]` of 0/1; 0 marks padding keys (left or right). Default: all ones. */
+  attentionMask?: number[][];
+  /** `[batch, seq]` positions; default `past + 0..seq-1` for every row. */
+  positionIds?: number[][];
+  context?: ForwardContext;
+  /** Keys/values of earlier tokens; the new ones are appended to it in place (generation). */
+  cache?: KvCache;
+  /**
+   * Wraps each transformer block, e.g. to recompute its activations in the backward pass
+   * (gradient checkpointing). With `cache`, `attentionMask` may cover `[batch, past + seq]`.
+   */
+  recomputeBlock?: (block: (hidden: tf.Tensor2D) => tf.Tensor2D, hidden: tf.Tensor2D) => tf.Tensor2D;
+}
+
+export class CausalLM {
+  readonly config: ModelConfig;
+  readonly embedTokens: tf.Tensor2D; // [vocab, hidden]
+  readonly positionEmbeddings: tf.Tensor2D | null; // gpt2 only: [positions, hidden]
+  readonly blocks: Block[];
+  readonly finalNorm: Norm;
+  /** Null when the LM head is tied to the token embeddings. */
+  readonly lmHead: Linear | null;
+  private readonly inverseFrequencies: Float32Array | null;
+  private ropeCache: { length: number; cos: tf.Tensor2D; sin: tf.Tensor2D } | null = null;
+
+  constructor(config: ModelConfig, weights: Map<string, HostTensor>, source = 'model') {
+    this.config = config;
+    const take = weightTaker(weights, source);
+    const family = config.family;
+
+    if (family === 'gpt2') {
+      this.embedTokens = take.matrix('transformer.wte.weight', [config.vocabSize, config.hiddenSize]);
+      this.positionEmbeddings = take.matrix('transformer.wpe.weight', [config.maxPositionEmbeddings, config.hiddenSize]);
+      this.blocks = range(config.numLayers).map((i) => buildGpt2Block(config, i, take));
+      this.finalNorm = { weight: take.vector('transformer.ln_f.weight', config.hiddenSize), bias: take.vector('transformer.ln_f.bias', config.hiddenSize) };
+      this.lmHead = config.tieWordEmbeddings || !take.has('lm_head.weight') ? null : take.linear('lm_head', config.hiddenSize, config.vocabSize, false);
+      this.inverseFrequencies = null;
+    } else {
+      this.embedTokens = take.matrix('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
+      this.positionEmbeddings = null;
+      this.blocks = range(config.numLayers).map((i) => buildLlamaBlock(config, i, take));
+      this.finalNorm = { weight: take.vector('model.norm.weight', config.hiddenSize), bias: null };
+      this.lmHead = config.tieWordEmbeddings ? null : take.linear('lm_head', config.hiddenSize, config.vocabSize, false);
+      this.inverseFrequencies = ropeInverseFrequencies(config.headDim, config.ropeTheta, config.ropeScaling);
+    }
+  }
+
+  /** Every linear layer, in checkpoint order; LoRA targets are chosen from these. */
+  linearLayers(): Linear[] {
+    const layers = this.blocks.flatMap((b) => [...b.attention, b.outputProjection, ...b.mlp]);
+    return this.lmHead ? [...layers, this.lmHead] : layers;
+  }
+
+  /** Total parameter count of the base model (tied embeddings counted once). */
+  parameterCount(): number {
+    let count = this.embedTokens.size + (this.positionEmbeddings?.size ?? 0);
+    for (const layer of this.linearLayers()) count += layer.baseParameterCount;
+    const norms = [this.finalNorm, ...this.blocks.flatMap((b) => [b.inputNorm, b.postAttentionNorm])];
+    for (const norm of norms) count += norm.weight.size + (norm.bias?.size ?? 0);
+    return count;
+  }
+
+  /**
+   * The final hidden states `[batch·seq, hidden]` for `inputIds [batch, seq]`, after the last norm.
+   */
+  hiddenStates(inputIds: number[][], options: ForwardOptions = {}): tf.Tensor2D {
+    const context = options.context ?? INFERENCE;
+    const batch = inputIds.length;
+    const seq = inputIds[0].length;
+    const past = options.cache?.length ?? 0;
+    const positions = options.positionIds ?? inputIds.map(() => range(seq).map((i) => past + i));
+    const mask = buildAttentionMask(batch, seq, past, options.attentionMask);
+
+    const ids = tf.tensor2d(inputIds.flat(), [batch * seq, 1], 'int32');
+    let hidden = tf.reshape(tf.gather(this.embedTokens, tf.reshape(ids, [batch * seq])), [batch * seq, this.config.hiddenSize]) as tf.Tensor2D;
+    if (this.positionEmbeddings) {
+      const positionTensor = tf.tensor1d(positions.flat(), 'int32');
+      hidden = tf.add(hidden, tf.gather(this.positionEmbeddings, positionTensor));
+    }
+    const rope = this.inverseFrequencies ? this.ropeFor(positions, batch, seq) : null;
+
+    this.blocks.forEach((block, layerIndex) => {
+      const run = (h: tf.Tensor2D) => this.block(block, layerIndex, h, { batch, seq, mask, rope, context, cache: options.cache });
+      hidden = options.recomputeBlock ? options.recomputeBlock(run, hidden) : run(hidden);
+    });
+    if (options.cache) options.cache.length += seq;
+
+    return this.norm(this.finalNorm, hidden);
+  }
+
+  /** Logits `[batch, seq, vocab]`. */
+  forward(inputIds: number[][], options: ForwardOptions = {}): tf.Tensor3D {
+    return tf.tidy(() => {
+      const hidden = this.hiddenStates(inputIds, options);
+      return tf.reshape(this.logits(hidden, options.context ?? INFERENCE), [inputIds.length, inputIds[0].length, this.config.vocabSize]);
+    });
+  }
+
+  /** LM head: `[tokens, hidden] → [tokens, vocab]`. */
+  logits(hidden: tf.Tensor2D, context: ForwardContext = INFERENCE): tf.Tensor2D {
+    return this.lmHead ? this.lmHead.apply(hidden, context) : tf.matMul(hidden, this.embedTokens, false, true);
+  }
+
+  /** Creates an empty KV cache for generation. */
+  createCache(): KvCache {
+    return { keys: [], values: [], length: 0 };
+  }
+
+  dispose(): void {
+    this.embedTokens.dispose();
+    this.positionEmbeddings?.dispose();
+    for (const layer of this.linearLayers()) layer.dispose();
+    const norms = [this.finalNorm, ...this.blocks.flatMap((b) => [b.inputNorm, b.postAttentionNorm])];
+    for (const norm of norms) {
+      norm.weight.dispose();
+      norm.bias?.dispose();
+    }
+    this.ropeCache?.cos.dispose();
+    this.ropeCache?.sin.dispose();
+  }
+
+  private block(block: Block, layerIndex: number, hidden: tf.Tensor2D, step: StepShape): tf.Tensor2D {
+    const attentionOut = this.attention(block, layerIndex, this.norm(block.inputNorm, hidden), step);
+    const afterAttention = tf.add(hidden, attentionOut) as tf.Tensor2D;
+
+    const mlpOut = this.mlp(block, this.norm(block.postAttentionNorm, afterAttention), step.context);
+    return tf.add(afterAttention, mlpOut) as tf.Tensor2D;
+  }
+
+  private attention(block: Block, layerIndex: number, x: tf.Tensor2D, step: StepShape): tf.Tensor2D {
+    const { batch, seq, context } = step;
+    const { numHeads, numKeyValueHeads, headDim } = this.config;
+
+    let q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D;
+    if (block.attention.length === 1) {
+      const qkv = block.attention[0].apply(x, context); // [tokens, 3·hidden]
+      [q, k, v] = tf.split(qkv, 3, 1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+    } else {
+      [q, k, v] = block.attention.map((layer) => layer.apply(x, context)) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+    }
+
+    let queries = toHeads(q, batch, seq, numHeads, headDim); // [b, heads, seq, d]
+    let keys = toHeads(k, batch, seq, numKeyValueHeads, headDim); // [b, kvHeads, seq, d]
+    let values = toHeads(v, batch, seq, numKeyValueHeads, headDim);
+    if (step.rope) {
+      queries = applyRope(queries, step.rope.cos, step.rope.sin);
+      keys = applyRope(keys, step.rope.cos, step.rope.sin);
+    }
+    if (step.cache) [keys, values] = appendToCache(step.cache, layerIndex, keys, values);
+
+    const attended = groupedAttention(queries, keys, values, step.mask, numKeyValueHeads); // [b, heads, seq, d]
+    const merged = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch * seq, numHeads * headDim]) as tf.Tensor2D;
+    return block.outputProjection.apply(merged, context);
+  }
+
+  private mlp(block: Block, x: tf.Tensor2D, context: ForwardContext): tf.Tensor2D {
+    if (this.config.family === 'gpt2') {
+      const [fc, proj] = block.mlp;
+      return proj.apply(geluTanh(fc.apply(x, context)), context);
+    }
+    const [gate, up, down] = block.mlp;
+    const gated = tf.mul(silu(gate.apply(x, context)), up.apply(x, context)) as tf.Tensor2D;
+    return down.apply(gated, context);
+  }
+
+  private norm(norm: Norm, x: tf.Tensor2D): tf.Tensor2D {
+    const eps = this.config.normEps;
+    if (norm.bias) {
+      const { mean, variance } = tf.moments(x, -1, true);
+      const normalized = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps)));
+      return tf.add(tf.mul(normalized, norm.weight), norm.bias) as tf.Tensor2D;
+    }
+    const variance = tf.mean(tf.square(x), -1, true);
+    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(variance, eps))), norm.weight) as tf.Tensor2D;
+  }
+
+  /** cos/sin `[batch, 1, seq, headDim]` for the given positions, from a table kept between calls. */
+  private ropeFor(positions: number[][], batch: number, seq: number): { cos: tf.Tensor; sin: tf.Tensor } {
+    const maxPosition = Math.max(...positions.flat()) + 1;
+    if (!this.ropeCache || this.ropeCache.length < maxPosition) {
+      this.ropeCache?.cos.dispose();
+      this.ropeCache?.sin.dispose();
+      const length = Math.max(maxPosition, Math.min(this.config.maxPositionEmbeddings, 4096));
+      const tables = ropeTables(length, this.config.headDim, this.inverseFrequencies!);
+      this.ropeCache = {
+        length,
+        cos: tf.keep(tf.tensor2d(tables.cos, [length, this.config.headDim])),
+        sin: tf.keep(tf.tensor2d(tables.sin, [length, this.config.headDim])),
+      };
+    }
+    const index = tf.tensor1d(positions.flat().map((p) => Math.max(0, p)), 'int32');
+    const shape: [number, number, number, number] = [batch, 1, seq, this.config.headDim];
+    return {
+      cos: tf.reshape(tf.gather(this.ropeCache.cos, index), shape),
+      sin: tf.reshape(tf.gather(this.ropeCache.sin, index), shape),
+    };
+  }
+}
+
+interface StepShape {
+  batch: number;
+  seq: number;
+  mask: tf.Tensor;
+  rope: { cos: tf.Tensor; sin: tf.Tensor } | null;
+  context: ForwardContext;
+  cache?: KvCache;
+}
+
+/** `[tokens, heads·d] → [batch, heads, seq, d]`. */
+function toHeads(x: tf.Tensor2D, batch: number, seq: number, heads: number, headDim: number): tf.Tensor4D {
+  return tf.transpose(tf.reshape(x, [batch, seq, heads, headDim]), [0, 2, 1, 3]);
+}
+
+/**
+ * Scaled dot-product attention with grouped key/value heads. Query heads that share a key/value
+ * head are folded into the sequence axis, so keys and values are never repeated in memory.
+ */
+export function groupedAttention(queries: tf.Tensor4D, keys: tf.Tensor4D, values: tf.Tensor4D, mask: tf.Tensor, kvHeads: number): tf.Tensor4D {
+  const [batch, heads, seq, headDim] = queries.shape;
+  const keyLength = keys.shape[2];
+  const group = heads / kvHeads;
+
+  const q = tf.reshape(queries, [batch * kvHeads, group * seq, headDim]);
+  const k = tf.reshape(keys, [batch * kvHeads, keyLength, headDim]);
+  const v = tf.reshape(values, [batch * kvHeads, keyLength, headDim]);
+
+  const scores = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(headDim)); // [b·kv, group·seq, keys]
+  const masked = tf.add(tf.reshape(scores, [batch, kvHeads, group, seq, keyLength]), mask);
+  const probabilities = tf.softmax(tf.reshape(masked, [batch * kvHeads, group * seq, keyLength]));
+
+  const out = tf.matMul(probabilities, v); // [b·kv, group·seq, d]
+  return tf.reshape(out, [batch, heads, seq, headDim]);
+}
+
+/**
+ * Additive mask `[batch, 1, 1, seq, past + seq]`: causal, plus padding keys masked where
+ * `attentionMask` (covering past and new positions, or only the new ones) is 0.
+ */
+export function buildAttentionMask(batch: number, seq: number, past: number, attentionMask?: number[][]): tf.Tensor {
+  const keyLength = past + seq;
+  const data = new Float32Array(batch * seq * keyLength);
+  for (let b = 0; b < batch; b++) {
+    const row = attentionMask?.[b];
+    const offset = row && row.length === seq ? past : 0;
+    for (let i = 0; i < seq; i++) {
+      for (let j = 0; j < keyLength; j++) {
+        const causal = j <= past + i;
+        const padded = row !== undefined && j - offset >= 0 && row[j - offset] === 0;
+        data[(b * seq + i) * keyLength + j] = causal && !padded ? 0 : MASKED;
+      }
+    }
+  }
+  return tf.tensor(data, [batch, 1, 1, seq, keyLength]);
+}
+
+function appendToCache(cache: KvCache, layer: number, keys: tf.Tensor4D, values: tf.Tensor4D): [tf.Tensor4D, tf.Tensor4D] {
+  const previousKeys = cache.keys[layer];
+  const previousValues = cache.values[layer];
+  const allKeys = previousKeys ? tf.concat([previousKeys, keys], 2) : keys;
+  const allValues = previousValues ? tf.concat([previousValues, values], 2) : values;
+  previousKeys?.dispose();
+  previousValues?.dispose();
+  cache.keys[layer] = tf.keep(allKeys);
+  cache.values[layer] = tf.keep(allValues);
+  return [allKeys, allValues];
+}
+
+/** GELU with the tanh approximation (`gelu_new` in transformers). */
+export function geluTanh(x: tf.Tensor2D): tf.Tensor2D {
+  const inner = tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3))));
+  return tf.mul(tf.mul(0.5, x), tf.add(1, tf.tanh(inner))) as tf.Tensor2D;
+}
+
+function silu(x: tf.Tensor2D): tf.Tensor2D {
+  return tf.mul(x, tf.sigmoid(x)) as tf.Tensor2D;
+}
+
+function buildGpt2Block(config: ModelConfig, i: number, take: WeightTaker): Block {
+  const p = `transformer.h.${i}`;
+  const h = config.hiddenSize;
+  return {
+    inputNorm: { weight: take.vector(`${p}.ln_1.weight`, h), bias: take.vector(`${p}.ln_1.bias`, h) },
+    postAttentionNorm: { weight: take.vector(`${p}.ln_2.weight`, h), bias: take.vector(`${p}.ln_2.bias`, h) },
+    attention: [take.conv1d(`${p}.attn.c_attn`, h, 3 * h)],
+    outputProjection: take.conv1d(`${p}.attn.c_proj`, h, h),
+    mlp: [take.conv1d(`${p}.mlp.c_fc`, h, config.intermediateSize), take.conv1d(`${p}.mlp.c_proj`, config.intermediateSize, h)],
+  };
+}
+
+function buildLlamaBlock(config: ModelConfig, i: number, take: WeightTaker): Block {
+  const p = `model.layers.${i}`;
+  const h = config.hiddenSize;
+  const qOut = config.numHeads * config.headDim;
+  const kvOut = config.numKeyValueHeads * config.headDim;
+  return {
+    inputNorm: { weight: take.vector(`${p}.input_layernorm.weight`, h), bias: null },
+    postAttentionNorm: { weight: take.vector(`${p}.post_attention_layernorm.weight`, h), bias: null },
+    attention: [
+      take.linear(`${p}.self_attn.q_proj`, h, qOut, config.qkvBias),
+      take.linear(`${p}.self_attn.k_proj`, h, kvOut, config.qkvBias),
+      take.linear(`${p}.self_attn.v_proj`, h, kvOut, config.qkvBias),
+    ],
+    outputProjection: take.linear(`${p}.self_attn.o_proj`, qOut, h, config.outputBias),
+    mlp: [
+      take.linear(`${p}.mlp.gate_proj`, h, config.intermediateSize, config.mlpBias),
+      take.linear(`${p}.mlp.up_proj`, h, config.intermediateSize, config.mlpBias),
+      take.linear(`${p}.mlp.down_proj`, config.intermediateSize, h, config.mlpBias),
+    ],
+  };
+}
+
+type WeightTaker = ReturnType<typeof weightTaker>;
+
+/**
+ * Reads weights by name and checks their shapes. GPT-2 checkpoints saved by the original
+ * scripts omit the `transformer.` prefix, so both spellings are accepted.
+ */
+function weightTaker(weights: Map<string, HostTensor>, source: string) {
+  const lookup = (name: string): HostTensor | undefined => weights.get(name) ?? (name.startsWith('transformer.') ? weights.get(name.slice('transformer.'.length)) : undefined);
+  const get = (name: string, shape: number[]): HostTensor => {
+    const tensor = lookup(name);
+    if (!tensor) {
+      throw new StudioError('MODEL_FILES_MISSING', `${source}: weight "${name}" is missing from the checkpoint.`, 'The weights do not match config.json; re-download the model.');
+    }
+    if (tensor.shape.length !== shape.length || tensor.shape.some((d, i) => d !== shape[i])) {
+      throw new StudioError('SHAPE_MISMATCH', `${source}: weight "${name}" has shape [${tensor.shape}] but config.json implies [${shape}].`, 'The weights do not match config.json; re-download the model.');
+    }
+    return tensor;
+  };
+  return {
+    has: (name: string) => lookup(name) !== undefined,
+    vector: (name: string, size: number) => tf.tensor1d(get(name, [size]).data),
+    matrix: (name: string, shape: [number, number]) => tf.tensor2d(get(name, shape).data, shape),
+    /** `nn.Linear`: checkpoint `[out, in]`, stored transposed. */
+    linear: (name: string, inFeatures: number, outFeatures: number, bias: boolean): Linear => {
+      const weight = tf.tensor2d(get(`${name}.weight`, [outFeatures, inFeatures]).data, [outFeatures, inFeatures]);
+      const kernel = tf.transpose(weight);
+      weight.dispose();
+      const biasTensor = bias ? tf.tensor1d(get(`${name}.bias`, [outFeatures]).data) : null;
+      return new Linear(name, kernel, biasTensor, false);
+    },
+    /** GPT-2 `Conv1D`: checkpoint `[in, out]`, stored as is. */
+    conv1d: (name: string, inFeatures: number, outFeatures: number): Linear => {
+      const kernel = tf.tensor2d(get(`${name}.weight`, [inFeatures, outFeatures]).data, [inFeatures, outFeatures]);
+      return new Linear(name, kernel, tf.tensor1d(get(`${name}.bias`, [outFeatures]).data), true);
+    },
+  };
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
