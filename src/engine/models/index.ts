@@ -3,7 +3,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { readGenerationConfig, readModelConfig, locateModelFiles, readModelWeights } from './loader';
-import { crossEntropy, shiftLabels } from './loss';
+import { shiftLabels } from './loss';
+import { gatherRows, softmaxCrossEntropy } from './ops';
 import { CausalLM, type ForwardOptions } from './transformer';
 import type { ModelConfig } from './config';
 
@@ -41,6 +42,6 @@ export function batchLoss(model: CausalLM, batch: Batch, options: ForwardOptions
   const { rows, targets } = shiftLabels(batch.labels);
   const hidden = model.hiddenStates(batch.inputIds, { ...options, attentionMask: batch.attentionMask });
   if (rows.length === 0) return tf.mul(tf.sum(hidden), 0) as tf.Scalar;
-  const selected = tf.gather(hidden, tf.tensor1d(rows, 'int32'));
-  return crossEntropy(model.logits(selected, options.context), targets);
+  const selected = gatherRows(hidden, rows);
+  return softmaxCrossEntropy(model.logits(selected, options.context), targets);
 }

@@ -28,18 +28,6 @@ export function shiftLabels(labels: number[][]): ShiftedTargets {
   return { rows, targets };
 }
 
-/**
- * Mean cross-entropy of `logits [n, vocab]` against `targets [n]`, as a scalar.
- * Gathering through the flattened log-probabilities keeps the gradient a sparse scatter.
- */
-export function crossEntropy(logits: tf.Tensor2D, targets: number[]): tf.Scalar {
-  const [n, vocab] = logits.shape;
-  const logProbabilities = tf.logSoftmax(logits);
-  const flatIndex = tf.tensor1d(targets.map((t, i) => i * vocab + t), 'int32');
-  const picked = tf.gather(tf.reshape(logProbabilities, [n * vocab]), flatIndex);
-  return tf.neg(tf.mean(picked)) as tf.Scalar;
-}
-
 /** Per-target negative log-likelihood `[n]` (no reduction), for evaluation reports. */
 export function tokenLosses(logits: tf.Tensor2D, targets: number[]): tf.Tensor1D {
   const [n, vocab] = logits.shape;
