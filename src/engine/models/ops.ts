@@ -7,10 +7,21 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 
+type UnaryGradFunction = (input: tf.Tensor, save: tf.GradSaveFunc) => {
+  value: tf.Tensor;
+  gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor;
+};
+
+/** `tf.customGrad` for a function of one tensor, with the argument types tfjs leaves loose. */
+export function unaryCustomGrad(f: UnaryGradFunction): (input: tf.Tensor) => tf.Tensor {
+  const wrapped = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => f(args[0] as tf.Tensor, args[1] as tf.GradSaveFunc));
+  return (input) => wrapped(input);
+}
+
 /** `x[rows]` for `x [n, d]`; `rows` must not repeat (the gradient scatters without summing duplicates). */
 export function gatherRows(x: tf.Tensor2D, rows: number[]): tf.Tensor2D {
   const [n, d] = x.shape;
-  const select = tf.customGrad((input: tf.Tensor, save: tf.GradSaveFunc) => {
+  const select = unaryCustomGrad((input, save) => {
     const index = tf.tensor1d(rows, 'int32');
     save([index]);
     return {
@@ -27,7 +38,7 @@ export function gatherRows(x: tf.Tensor2D, rows: number[]): tf.Tensor2D {
  */
 export function softmaxCrossEntropy(logits: tf.Tensor2D, targets: number[]): tf.Scalar {
   const [n, vocab] = logits.shape;
-  const loss = tf.customGrad((input: tf.Tensor, save: tf.GradSaveFunc) => {
+  const loss = unaryCustomGrad((input, save) => {
     const targetTensor = tf.tensor1d(targets, 'int32');
     save([input, targetTensor]);
     const logProbabilities = tf.logSoftmax(input as tf.Tensor2D);

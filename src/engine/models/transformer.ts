@@ -15,6 +15,8 @@ import { StudioError } from '../../shared/errors';
 import type { ModelConfig } from './config';
 import { INFERENCE, Linear, type ForwardContext } from './linear';
 import type { HostTensor } from './loader';
+import type { TensorToWrite } from './safetensors';
+import { unaryCustomGrad } from './ops';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope';
 
 /** Additive mask value for positions a query may not attend to. */
@@ -68,9 +70,13 @@ export class CausalLM {
   private readonly inverseFrequencies: Float32Array | null;
   private ropeCache: { length: number; cos: tf.Tensor2D; sin: tf.Tensor2D } | null = null;
 
-  constructor(config: ModelConfig, weights: Map<string, HostTensor>, source = 'model') {
+  /**
+   * @param options.trainableBase makes every base weight a `tf.Variable` (full fine-tuning and
+   *   pretraining); LoRA training leaves it false so base weights stay frozen constants.
+   */
+  constructor(config: ModelConfig, weights: Map<string, HostTensor>, source = 'model', options: { trainableBase?: boolean } = {}) {
     this.config = config;
-    const take = weightTaker(weights, source);
+    const take = weightTaker(weights, source, options.trainableBase === true);
     const family = config.family;
 
     if (family === 'gpt2') {
@@ -117,7 +123,7 @@ export class CausalLM {
     const mask = buildAttentionMask(batch, seq, past, options.attentionMask);
 
     const ids = tf.tensor2d(inputIds.flat(), [batch * seq, 1], 'int32');
-    let hidden = tf.reshape(tf.gather(this.embedTokens, tf.reshape(ids, [batch * seq])), [batch * seq, this.config.hiddenSize]) as tf.Tensor2D;
+    let hidden = embeddingLookup(this.embedTokens, tf.reshape(ids, [batch * seq]) as tf.Tensor1D);
     if (this.positionEmbeddings) {
       const positionTensor = tf.tensor1d(positions.flat(), 'int32');
       hidden = tf.add(hidden, tf.gather(this.positionEmbeddings, positionTensor));
@@ -360,7 +366,13 @@ type WeightTaker = ReturnType<typeof weightTaker>;
  * Reads weights by name and checks their shapes. GPT-2 checkpoints saved by the original
  * scripts omit the `transformer.` prefix, so both spellings are accepted.
  */
-function weightTaker(weights: Map<string, HostTensor>, source: string) {
+function weightTaker(weights: Map<string, HostTensor>, source: string, trainable: boolean) {
+  const constant = <T extends tf.Tensor>(tensor: T): T => {
+    if (!trainable) return tensor;
+    const variable = tf.variable(tensor, true) as unknown as T;
+    tensor.dispose();
+    return variable;
+  };
   const lookup = (name: string): HostTensor | undefined => weights.get(name) ?? (name.startsWith('transformer.') ? weights.get(name.slice('transformer.'.length)) : undefined);
   const get = (name: string, shape: number[]): HostTensor => {
     const tensor = lookup(name);
@@ -374,22 +386,73 @@ function weightTaker(weights: Map<string, HostTensor>, source: string) {
   };
   return {
     has: (name: string) => lookup(name) !== undefined,
-    vector: (name: string, size: number) => tf.tensor1d(get(name, [size]).data),
-    matrix: (name: string, shape: [number, number]) => tf.tensor2d(get(name, shape).data, shape),
+    vector: (name: string, size: number) => constant(tf.tensor1d(get(name, [size]).data)),
+    matrix: (name: string, shape: [number, number]) => constant(tf.tensor2d(get(name, shape).data, shape)),
     /** `nn.Linear`: checkpoint `[out, in]`, stored transposed. */
     linear: (name: string, inFeatures: number, outFeatures: number, bias: boolean): Linear => {
       const weight = tf.tensor2d(get(`${name}.weight`, [outFeatures, inFeatures]).data, [outFeatures, inFeatures]);
-      const kernel = tf.transpose(weight);
+      const kernel = constant(tf.transpose(weight));
       weight.dispose();
-      const biasTensor = bias ? tf.tensor1d(get(`${name}.bias`, [outFeatures]).data) : null;
+      const biasTensor = bias ? constant(tf.tensor1d(get(`${name}.bias`, [outFeatures]).data)) : null;
       return new Linear(name, kernel, biasTensor, false);
     },
     /** GPT-2 `Conv1D`: checkpoint `[in, out]`, stored as is. */
     conv1d: (name: string, inFeatures: number, outFeatures: number): Linear => {
-      const kernel = tf.tensor2d(get(`${name}.weight`, [inFeatures, outFeatures]).data, [inFeatures, outFeatures]);
-      return new Linear(name, kernel, tf.tensor1d(get(`${name}.bias`, [outFeatures]).data), true);
+      const kernel = constant(tf.tensor2d(get(`${name}.weight`, [inFeatures, outFeatures]).data, [inFeatures, outFeatures]));
+      return new Linear(name, kernel, constant(tf.tensor1d(get(`${name}.bias`, [outFeatures]).data)), true);
     },
   };
+}
+
+/**
+ * Rows of the embedding table for `ids`. The gradient (only taken when the table is trainable)
+ * is a ScatterNd, which sums repeated ids; tfjs's own gather gradient needs a kernel the wasm
+ * backend lacks.
+ */
+function embeddingLookup(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D {
+  const lookup = unaryCustomGrad((input, save) => {
+    save([ids]);
+    return {
+      value: tf.gather(input, ids),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.scatterND(tf.reshape(saved[0], [-1, 1]), dy, table.shape),
+    };
+  });
+  return lookup(table) as tf.Tensor2D;
+}
+
+/**
+ * Every base weight under its checkpoint name and layout (`[out, in]` for nn.Linear, `[in, out]`
+ * for GPT-2's Conv1D), for writing a Hugging Face folder. LoRA tensors are not included: merge
+ * first to bake them in.
+ */
+export function checkpointTensors(model: CausalLM): Record<string, TensorToWrite> {
+  const out = new Map<string, tf.Tensor>();
+  const created: tf.Tensor[] = [];
+  const gpt2 = model.config.family === 'gpt2';
+  out.set(gpt2 ? 'transformer.wte.weight' : 'model.embed_tokens.weight', model.embedTokens);
+  if (model.positionEmbeddings) out.set('transformer.wpe.weight', model.positionEmbeddings);
+  model.blocks.forEach((block, i) => {
+    const prefix = gpt2 ? `transformer.h.${i}` : `model.layers.${i}`;
+    const norms: [string, Norm][] = gpt2
+      ? [['ln_1', block.inputNorm], ['ln_2', block.postAttentionNorm]]
+      : [['input_layernorm', block.inputNorm], ['post_attention_layernorm', block.postAttentionNorm]];
+    for (const [name, norm] of norms) {
+      out.set(`${prefix}.${name}.weight`, norm.weight);
+      if (norm.bias) out.set(`${prefix}.${name}.bias`, norm.bias);
+    }
+  });
+  out.set(gpt2 ? 'transformer.ln_f.weight' : 'model.norm.weight', model.finalNorm.weight);
+  if (model.finalNorm.bias) out.set('transformer.ln_f.bias', model.finalNorm.bias);
+  for (const layer of model.linearLayers()) {
+    const weight = layer.checkpointWeight();
+    created.push(weight);
+    out.set(`${layer.name}.weight`, weight);
+    if (layer.bias) out.set(`${layer.name}.bias`, layer.bias);
+  }
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const [name, tensor] of out) tensors[name] = { dtype: 'F32', shape: tensor.shape, data: tensor.dataSync() as Float32Array };
+  for (const tensor of created) tensor.dispose();
+  return tensors;
 }
 
 function range(n: number): number[] {
