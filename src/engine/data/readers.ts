@@ -350,7 +350,8 @@ function isJsonWhitespace(byte: number): boolean {
  * Reads CSV or TSV with papaparse's streaming parser. The first row is the header; every other
  * row becomes an object keyed by it. A row whose field count differs from the header's is
  * skipped as `ragged_row`. The bytes are decoded leniently (invalid sequences become U+FFFD), so
- * a row containing U+FFFD is skipped as `invalid_utf8`.
+ * a row containing U+FFFD is skipped as `invalid_utf8`, even where the file really contains that
+ * character. Rows carry no line number because a quoted field may span several lines.
  */
 async function* readDelimited(filePath: string, delimiter: string | undefined, options: ReaderOptions): AsyncGenerator<RawRow> {
   const maxBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
