@@ -1,0 +1,212 @@
+import { defineStore } from 'pinia';
+import { trainConfigSchema, type ModelInfo, type TrainingEstimate } from '../../../shared/api';
+import type { ErrorPayload } from '../../../shared/errors';
+import { DEFAULT_TRAIN_CONFIG, type TrainConfig } from '../../../shared/train-config';
+import { studio } from '../api';
+import { asError } from '../format';
+
+export type StopBy = 'epochs' | 'steps';
+export type PresetName = 'quick' | 'balanced' | 'quality';
+
+/** The settings form. Numbers may be '' while the user types, so fields are loosely typed. */
+export interface SettingsForm {
+  name: string;
+  method: TrainConfig['method'];
+  r: number | '';
+  loraAlpha: number | '';
+  loraDropout: number | '';
+  targetModules: string[];
+  learningRate: number | '';
+  schedule: TrainConfig['schedule'];
+  warmupSteps: number | '';
+  stopBy: StopBy;
+  epochs: number | '';
+  maxSteps: number | '';
+  batchSize: number | '';
+  gradientAccumulationSteps: number | '';
+  maxSeqLength: number | '';
+  seed: number | '';
+  evalSteps: number | '';
+  saveSteps: number | '';
+  validationSplit: number | '';
+  trainOnPrompt: boolean;
+}
+
+export const PRESETS: Record<PresetName, { label: string; description: string; values: Partial<SettingsForm> }> = {
+  quick: {
+    label: 'Quick test',
+    description: '20 steps at rank 4: checks that everything runs.',
+    values: { r: 4, loraAlpha: 8, learningRate: 5e-4, stopBy: 'steps', maxSteps: 20, batchSize: 2, gradientAccumulationSteps: 1, maxSeqLength: 256, warmupSteps: 0, evalSteps: 10, saveSteps: 0, schedule: 'constant' },
+  },
+  balanced: {
+    label: 'Balanced',
+    description: 'One epoch at rank 8, the PEFT defaults.',
+    values: { r: 8, loraAlpha: 16, learningRate: 2e-4, stopBy: 'epochs', epochs: 1, batchSize: 4, gradientAccumulationSteps: 1, maxSeqLength: 512, warmupSteps: 10, evalSteps: 50, saveSteps: 100, schedule: 'linear' },
+  },
+  quality: {
+    label: 'Thorough',
+    description: 'Three epochs at rank 16 with cosine decay.',
+    values: { r: 16, loraAlpha: 32, learningRate: 1e-4, stopBy: 'epochs', epochs: 3, batchSize: 4, gradientAccumulationSteps: 2, maxSeqLength: 1024, warmupSteps: 50, evalSteps: 100, saveSteps: 200, schedule: 'cosine' },
+  },
+};
+
+function defaultForm(): SettingsForm {
+  const d = DEFAULT_TRAIN_CONFIG;
+  return {
+    name: '',
+    method: d.method,
+    r: d.lora.r,
+    loraAlpha: d.lora.loraAlpha,
+    loraDropout: d.lora.loraDropout,
+    targetModules: [],
+    learningRate: d.learningRate,
+    schedule: d.schedule,
+    warmupSteps: d.warmupSteps,
+    stopBy: d.maxSteps > 0 ? 'steps' : 'epochs',
+    epochs: d.epochs,
+    maxSteps: d.maxSteps > 0 ? d.maxSteps : 100,
+    batchSize: d.batchSize,
+    gradientAccumulationSteps: d.gradientAccumulationSteps,
+    maxSeqLength: d.maxSeqLength,
+    seed: d.seed,
+    evalSteps: d.evalSteps,
+    saveSteps: d.saveSteps,
+    validationSplit: d.validationSplit,
+    trainOnPrompt: d.trainOnPrompt,
+  };
+}
+
+/** Target modules to tick for a newly chosen model: attention projections where it has them. */
+export function defaultTargets(linearModules: string[]): string[] {
+  for (const preferred of [['q_proj', 'v_proj'], ['c_attn'], ['query_key_value']]) {
+    const present = preferred.filter((name) => linearModules.includes(name));
+    if (present.length) return present;
+  }
+  return linearModules.slice(0, 2);
+}
+
+const asNumber = (value: number | ''): number => (value === '' ? Number.NaN : value);
+
+/** Builds the request config; fields the user left empty become NaN so validation names them. */
+export function buildConfig(form: SettingsForm, modelPath: string, datasetId: string | undefined): TrainConfig {
+  const d = DEFAULT_TRAIN_CONFIG;
+  return {
+    ...d,
+    ...(form.name.trim() ? { name: form.name.trim() } : {}),
+    modelPath,
+    ...(datasetId ? { datasetId } : {}),
+    validationSplit: asNumber(form.validationSplit),
+    method: form.method,
+    lora: {
+      ...d.lora,
+      r: asNumber(form.r),
+      loraAlpha: asNumber(form.loraAlpha),
+      loraDropout: asNumber(form.loraDropout),
+      targetModules: [...form.targetModules],
+    },
+    ...(form.method === 'qlora' ? { quant: { quantType: 'nf4', blocksize: 64, doubleQuant: true } } : {}),
+    learningRate: asNumber(form.learningRate),
+    schedule: form.schedule,
+    warmupSteps: asNumber(form.warmupSteps),
+    maxSteps: form.stopBy === 'steps' ? asNumber(form.maxSteps) : 0,
+    epochs: form.stopBy === 'epochs' ? asNumber(form.epochs) : 1,
+    batchSize: asNumber(form.batchSize),
+    gradientAccumulationSteps: asNumber(form.gradientAccumulationSteps),
+    maxSeqLength: asNumber(form.maxSeqLength),
+    seed: asNumber(form.seed),
+    evalSteps: asNumber(form.evalSteps),
+    saveSteps: asNumber(form.saveSteps),
+    trainOnPrompt: form.trainOnPrompt,
+  };
+}
+
+/** Maps a config path from the schema to the form field that shows its error. */
+const FIELD_FOR_PATH: Record<string, keyof SettingsForm | 'model' | 'dataset'> = {
+  'lora.r': 'r',
+  'lora.loraAlpha': 'loraAlpha',
+  'lora.loraDropout': 'loraDropout',
+  'lora.targetModules': 'targetModules',
+  modelPath: 'model',
+  datasetId: 'dataset',
+  quant: 'method',
+};
+
+/**
+ * Validates the form with the same schema main and the web bridge use, plus the checks that
+ * need the model: target modules must exist in it, and the sequence length must fit its context.
+ */
+export function validateForm(
+  form: SettingsForm,
+  model: ModelInfo | null,
+  datasetId: string | undefined,
+): Record<string, string> {
+  const errors: Record<string, string> = {};
+  const parsed = trainConfigSchema.safeParse(buildConfig(form, model?.path ?? '', datasetId));
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const path = issue.path.join('.');
+      const prefix = issue.path.length > 2 && issue.path[0] === 'lora' ? 'lora.targetModules' : path;
+      const field = FIELD_FOR_PATH[prefix] ?? FIELD_FOR_PATH[path] ?? path;
+      if (!errors[field]) errors[field] = issue.message;
+    }
+  }
+  if (!model) errors.model = 'Choose a model in step 1';
+  if (model) {
+    const unknown = form.targetModules.filter((name) => !model.linearModules.includes(name));
+    if (unknown.length) errors.targetModules = `Not in this model: ${unknown.join(', ')}`;
+    const length = asNumber(form.maxSeqLength);
+    if (!errors.maxSeqLength && model.contextLength > 0 && length > model.contextLength) {
+      errors.maxSeqLength = `Must be at most ${model.contextLength}, the model's context length`;
+    }
+  }
+  if (errors.epochs && form.stopBy === 'steps') {
+    errors.maxSteps = errors.epochs;
+    delete errors.epochs;
+  }
+  return errors;
+}
+
+/** The wizard's settings step: form values, presets, inline validation and the estimate. */
+export const useSettingsStore = defineStore('settings', {
+  state: () => ({
+    form: defaultForm(),
+    preset: 'balanced' as PresetName | 'custom',
+    estimate: null as TrainingEstimate | null,
+    estimateError: null as ErrorPayload | null,
+    estimateLoading: false,
+    estimateRequest: 0,
+  }),
+  actions: {
+    applyPreset(name: PresetName): void {
+      Object.assign(this.form, PRESETS[name].values);
+      this.preset = name;
+    },
+    /** Called when the model changes: keeps only target modules the new model has. */
+    adoptModel(model: ModelInfo): void {
+      const kept = this.form.targetModules.filter((name) => model.linearModules.includes(name));
+      this.form.targetModules = kept.length ? kept : defaultTargets(model.linearModules);
+      const length = asNumber(this.form.maxSeqLength);
+      if (model.contextLength > 0 && length > model.contextLength) this.form.maxSeqLength = model.contextLength;
+    },
+    reset(): void {
+      this.form = defaultForm();
+      this.preset = 'balanced';
+    },
+    async refreshEstimate(config: TrainConfig): Promise<void> {
+      const request = ++this.estimateRequest;
+      this.estimateLoading = true;
+      try {
+        const estimate = await studio().runs.estimate({ config });
+        if (request !== this.estimateRequest) return;
+        this.estimate = estimate;
+        this.estimateError = null;
+      } catch (error) {
+        if (request !== this.estimateRequest) return;
+        this.estimate = null;
+        this.estimateError = asError(error);
+      } finally {
+        if (request === this.estimateRequest) this.estimateLoading = false;
+      }
+    },
+  },
+});
