@@ -60,6 +60,8 @@ export interface RunResult {
   trainableParameters: number;
   totalParameters: number;
   backend: string;
+  /** Generations for the run's sample prompts before and after training. */
+  samples?: { prompt: string; before?: string; after?: string }[];
 }
 
 /**
