@@ -20,12 +20,12 @@ export interface CliContext {
   close(): Promise<void>;
 }
 
-/** The folder of this bundle (out/node) or of the source file. */
+/** Returns the folder of this bundle (out/node), or of the source file when run unbundled. */
 export function bundleDir(): string {
   return path.dirname(fileURLToPath(import.meta.url));
 }
 
-/** The repository (or installed package) root, found by walking up to package.json. */
+/** Finds the repository (or installed package) root by walking up to package.json. */
 export function packageRoot(): string {
   let dir = bundleDir();
   for (let i = 0; i < 6; i++) {

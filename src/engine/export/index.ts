@@ -14,7 +14,7 @@ import { loadModel } from '../models';
 import { writeSafetensors } from '../models/safetensors';
 import { checkpointTensors } from '../models/transformer';
 
-/** What a run card records about the run that produced an export. */
+/** Facts about the run that produced an export, written as run_card.json. */
 export interface RunCard {
   runId?: string;
   name?: string;

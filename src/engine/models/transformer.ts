@@ -96,7 +96,7 @@ export class CausalLM {
     }
   }
 
-  /** Every linear layer, in checkpoint order; LoRA targets are chosen from these. */
+  /** Returns every linear layer in checkpoint order; LoRA targets are chosen from these. */
   linearLayers(): Linear[] {
     const layers = this.blocks.flatMap((b) => [...b.attention, b.outputProjection, ...b.mlp]);
     return this.lmHead ? [...layers, this.lmHead] : layers;
@@ -112,7 +112,7 @@ export class CausalLM {
   }
 
   /**
-   * The final hidden states `[batch·seq, hidden]` for `inputIds [batch, seq]`, after the last norm.
+   * Computes the final hidden states `[batch·seq, hidden]` for `inputIds [batch, seq]`, after the last norm.
    */
   hiddenStates(inputIds: number[][], options: ForwardOptions = {}): tf.Tensor2D {
     const context = options.context ?? INFERENCE;
@@ -405,9 +405,9 @@ function weightTaker(weights: Map<string, HostTensor>, source: string, trainable
 }
 
 /**
- * Rows of the embedding table for `ids`. The gradient (only taken when the table is trainable)
- * is a ScatterNd, which sums repeated ids; tfjs's own gather gradient needs a kernel the wasm
- * backend lacks.
+ * Looks up the embedding rows for `ids`. The gradient, taken only when the table is trainable,
+ * is a ScatterNd that sums repeated ids, because tfjs's own gather gradient needs a kernel the
+ * wasm backend lacks.
  */
 function embeddingLookup(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D {
   const lookup = unaryCustomGrad((input, save) => {
@@ -421,7 +421,7 @@ function embeddingLookup(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D {
 }
 
 /**
- * Every base weight under its checkpoint name and layout (`[out, in]` for nn.Linear, `[in, out]`
+ * Collects every base weight under its checkpoint name and layout (`[out, in]` for nn.Linear, `[in, out]`
  * for GPT-2's Conv1D), for writing a Hugging Face folder. LoRA tensors are not included: merge
  * first to bake them in.
  */

@@ -1,7 +1,7 @@
 /**
- * One training run from settings to adapter, as the worker process executes it: load the model
- * and tokenizer, add LoRA (or continue an adapter), encode the stored dataset, train with
- * validation and checkpoints, then save the final adapter and sample generations.
+ * One training run from settings to adapter, as the worker process executes it. The steps: load
+ * the model and tokenizer, add LoRA (or continue an adapter), encode the stored dataset, train
+ * with validation and checkpoints, then save the final adapter and sample generations.
  */
 import fs from 'node:fs';
 import path from 'node:path';
