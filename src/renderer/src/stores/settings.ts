@@ -150,6 +150,10 @@ export function validateForm(
       if (!errors[field]) errors[field] = issue.message;
     }
   }
+  // The schema's cross-field checks run only once every field parses, so repeat them here.
+  if (!datasetId) errors.dataset ??= 'Choose a dataset';
+  if (form.stopBy === 'steps' && form.maxSteps === 0) errors.maxSteps ??= 'Max steps must be at least 1';
+  if (form.stopBy === 'epochs' && form.epochs === 0) errors.epochs ??= 'Set epochs above 0 or max steps above 0';
   if (!model) errors.model = 'Choose a model in step 1';
   if (model) {
     const unknown = form.targetModules.filter((name) => !model.linearModules.includes(name));
