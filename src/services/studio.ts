@@ -1,7 +1,7 @@
 /**
  * Studio: the StudioApi implemented on the services (run store, job manager, dataset service)
  * and the engine. Electron main and the web bridge both create one and route requests to it
- * after validating them with the schemas in `shared/api`; this class never imports electron,
+ * after validating them with the schemas in `shared/api`. This class never imports electron,
  * so the host passes its dialogs in.
  */
 import { EventEmitter } from 'node:events';
@@ -88,7 +88,7 @@ export interface StudioOptions {
   resourcesDir: string;
   /** Starts a training worker; undefined when the worker is not built. */
   createTransport?: () => WorkerTransport;
-  /** Why training is off when `createTransport` is undefined. */
+  /** Reason shown when `createTransport` is undefined and training is off. */
   trainingUnavailableReason?: string;
   dialogs?: HostDialogs;
   engine?: EngineHooks;
@@ -215,9 +215,9 @@ export class Studio implements StudioApi {
   }
 
   /**
-   * Renders the first rows as the trainer sees them. With a model, each example is encoded with
-   * its tokenizer and split where the labels switch between -100 and a target; without one,
-   * prompt and completion fields are shown as stored.
+   * Renders the first rows as the trainer encodes them. With a model, each example is encoded
+   * with its tokenizer and split where the labels switch between -100 and a target. Without
+   * one, prompt and completion fields are shown as stored.
    */
   private async previewDataset(request: PreviewRequest): Promise<DatasetPreview> {
     const record = this.datasetService.get(request.id);
@@ -404,7 +404,7 @@ export class Studio implements StudioApi {
     };
   }
 
-  /** The adapter folder the worker reported at the end of the run. */
+  /** Returns the adapter folder the worker reported at the end of the run. */
   private adapterDir(run: RunRecord): string {
     const adapter = this.store.listArtifacts(run.id, 'adapter').find((artifact) => existsSync(path.join(artifact.path, 'adapter_config.json')));
     if (!adapter) {
@@ -653,8 +653,8 @@ function packageVersion(name: string): string {
 }
 
 /**
- * The engine's entry points: model inspection, the estimate, export, generation and the backend
- * report. Tests and hosts may replace any of them.
+ * Returns the engine's entry points: model inspection, the estimate, export, generation and the
+ * backend report. Tests and hosts may replace any of them.
  */
 export function defaultEngineHooks(): EngineHooks {
   return {
@@ -664,6 +664,7 @@ export function defaultEngineHooks(): EngineHooks {
       exportPeftAdapter(adapterDir, destination, { ...card, versions: libraryVersions() });
     },
     exportMerged: async ({ adapterDir, modelPath, destination, card }) => {
+      await selectBackend();
       exportMergedModel(modelPath, adapterDir, destination, { ...card, versions: libraryVersions() });
     },
     generate: generateText,
@@ -676,7 +677,7 @@ export function defaultEngineHooks(): EngineHooks {
  * Generates from `prompt` with the base model, or with the adapter applied when `adapterDir`
  * is given, greedily so base and adapted outputs differ only by the adapter.
  * NOTE: this runs tfjs in the calling process (main or the web bridge) and blocks it while it
- * generates; a generation request to the training worker would keep the UI responsive.
+ * generates. Sending generation to the training worker would keep the process responsive.
  */
 async function generateText(options: { modelPath: string; adapterDir?: string; prompt: string; maxNewTokens: number }): Promise<string> {
   await selectBackend();

@@ -29,7 +29,7 @@ let browser: Awaited<ReturnType<typeof launchBrowser>>;
 let page: Page;
 let workDir: string;
 
-/** A prompt/completion JSONL with two bad lines: line 3 is not JSON, line 5 has a number as prompt. */
+/** Writes a prompt/completion JSONL with two bad lines: line 3 is not JSON, line 5 has a number as prompt. */
 function writeDatasetWithBadLines(file: string): void {
   const lines: string[] = [];
   for (let index = 0; index < 12; index += 1) {
@@ -76,6 +76,18 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
     expect(page.status).toBe(401);
   });
 
+  test('system page shows the backend report', async () => {
+    await page.goto(`${bridge.openUrl}#/system`);
+    await page.getByTestId('backend-chosen').waitFor({ timeout: 60_000 });
+    expect(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']).toContain(await page.getByTestId('backend-chosen').textContent());
+    expect(await page.getByTestId('app-data').textContent()).toBe(bridge.appDataDir);
+    for (const theme of ['light', 'dark'] as const) {
+      await setTheme(page, theme);
+      await screenshot(page, 'system');
+    }
+    await setTheme(page, 'light');
+  });
+
   test('dataset with bad lines shows the skipped rows', async () => {
     const file = path.join(workDir, 'with-bad-lines.jsonl');
     writeDatasetWithBadLines(file);
@@ -104,6 +116,11 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
   test.skipIf(!hasFixtureModel)('invalid settings show inline errors and block start', async () => {
     await openModel(FIXTURE_MODEL);
     expect(await page.getByTestId('model-info').textContent()).toContain('GPT2LMHeadModel');
+    for (const theme of ['light', 'dark'] as const) {
+      await setTheme(page, theme);
+      await screenshot(page, 'wizard-1-model');
+    }
+    await setTheme(page, 'light');
     const file = path.join(workDir, 'valid.jsonl');
     writeFileSync(file, Array.from({ length: 20 }, (_, index) => JSON.stringify({ text: `Sample line number ${index}.` })).join('\n'));
     await importDataset(file);
@@ -143,6 +160,21 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
     await expect.poll(() => page.getByTestId('trainable').textContent()).toMatch(/\d/);
   });
 
+  test.skipIf(!hasFixtureModel || !hasWorker)(
+    'fixture model trains, compares, exports and deletes',
+    async () => {
+      const data = path.join(workDir, 'token-ids.jsonl');
+      // Pre-tokenized rows: the fixture model ships no tokenizer, and its vocabulary has 320 ids.
+      writeFileSync(data, Array.from({ length: 40 }, (_, row) => JSON.stringify({ input_ids: Array.from({ length: 24 }, (_, i) => (row * 7 + i * 13) % 320) })).join('\n'));
+      await openModel(FIXTURE_MODEL);
+      await importDataset(data);
+      await page.getByTestId('next').click();
+      // The demo test, when it runs, overwrites these screenshots with the demo model's.
+      await runFullFlow('fixture', true);
+    },
+    900_000,
+  );
+
   test.skipIf(!hasDemoModel || !hasWorker)(
     'demo run trains, compares, exports and deletes',
     async () => {
@@ -164,76 +196,83 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
       await screenshot(page, 'wizard-2-dataset');
       await setTheme(page, 'light');
       await page.getByTestId('next').click();
-
-      await startRun(page, 'first run', '4');
-      await screenshot(page, 'wizard-3-settings-before-start');
-      const firstId = await waitForCompletion(page, 'first run');
-      expect(Number(await page.getByTestId('chart-loss').getAttribute('data-points'))).toBeGreaterThan(0);
-      for (const theme of ['light', 'dark'] as const) {
-        await setTheme(page, theme);
-        await screenshot(page, 'wizard-4-train');
-      }
-      await setTheme(page, 'light');
-
-      await page.getByTestId('to-result').click();
-      await page.getByTestId('final-metrics').waitFor();
-      const destination = path.join(workDir, 'exported-adapter');
-      await page.getByTestId('export-peft').click();
-      await page.locator('#export-destination').fill(destination);
-      await page.getByRole('button', { name: 'Export', exact: true }).click();
-      await page.getByTestId('export-result').waitFor({ timeout: 120_000 });
-      expect(await page.getByTestId('export-path').textContent()).toBe(destination);
-      const files = readdirSync(destination);
-      expect(files).toContain('adapter_config.json');
-      expect(files).toContain('adapter_model.safetensors');
-      for (const theme of ['light', 'dark'] as const) {
-        await setTheme(page, theme);
-        await screenshot(page, 'wizard-5-result');
-      }
-      await setTheme(page, 'light');
-
-      // A second run with another rank, then both in History and in the comparison.
-      await page.goto(`${bridge.openUrl}#/new/settings`);
-      await startRun(page, 'second run', '2');
-      const secondId = await waitForCompletion(page, 'second run');
-
-      await page.goto(`${bridge.openUrl}#/runs`);
-      const table = page.getByTestId('runs-table');
-      await table.waitFor();
-      expect(await table.locator('tbody tr').count()).toBe(2);
-      for (const theme of ['light', 'dark'] as const) {
-        await setTheme(page, theme);
-        await screenshot(page, 'history');
-      }
-      await setTheme(page, 'light');
-      await page.getByTestId('search').fill('second');
-      expect(await table.locator('tbody tr').count()).toBe(1);
-      await page.getByTestId('search').fill('');
-
-      await table.locator(`tr[data-run-id="${firstId}"] input[type=checkbox]`).check();
-      await table.locator(`tr[data-run-id="${secondId}"] input[type=checkbox]`).check();
-      await page.getByTestId('compare').click();
-      const diff = page.getByTestId('config-diff');
-      await diff.waitFor();
-      await expect.poll(() => diff.textContent()).toContain('lora.r');
-      expect(Number(await page.getByTestId('compare-loss').getAttribute('data-points'))).toBeGreaterThan(1);
-      await screenshot(page, 'compare');
-
-      // Delete the second run: it leaves History and its folder is gone.
-      const runDir = path.join(bridge.appDataDir, 'runs', secondId);
-      expect(existsSync(runDir)).toBe(true);
-      await page.goto(`${bridge.openUrl}#/runs/${secondId}`);
-      await page.getByTestId('delete').click();
-      await page.getByTestId('confirm').click();
-      await page.getByTestId('runs-table').waitFor();
-      expect(await page.getByTestId('runs-table').locator('tbody tr').count()).toBe(1);
-      expect(existsSync(runDir)).toBe(false);
-      const listed = await callApi<{ id: string }[]>(bridge, 'runs', 'list');
-      expect(listed.body.value?.map((run) => run.id)).toEqual([firstId]);
+      await runFullFlow('demo', true);
     },
     900_000,
   );
 });
+
+/**
+ * From the settings step: train two runs, export the first as a PEFT adapter, find both in
+ * History, compare them, and delete the second. Screenshots are taken when `shots` is set.
+ */
+async function runFullFlow(prefix: string, shots: boolean): Promise<void> {
+  const shoot = async (name: string) => {
+    if (!shots) return;
+    for (const theme of ['light', 'dark'] as const) {
+      await setTheme(page, theme);
+      await screenshot(page, name);
+    }
+    await setTheme(page, 'light');
+  };
+  const before = (await callApi<{ id: string }[]>(bridge, 'runs', 'list')).body.value?.length ?? 0;
+
+  await shoot('wizard-3-settings');
+  await startRun(page, `${prefix} first`, '4');
+  const firstId = await waitForCompletion(page, `${prefix} first`);
+  expect(Number(await page.getByTestId('chart-loss').getAttribute('data-points'))).toBeGreaterThan(0);
+  expect(Number(await page.getByTestId('chart-throughput').getAttribute('data-points'))).toBeGreaterThan(0);
+  await shoot('wizard-4-train');
+
+  await page.getByTestId('to-result').click();
+  await page.getByTestId('final-metrics').waitFor();
+  const destination = path.join(workDir, `${prefix}-adapter`);
+  await page.getByTestId('export-peft').click();
+  await page.locator('#export-destination').fill(destination);
+  await page.getByRole('button', { name: 'Export', exact: true }).click();
+  await page.getByTestId('export-result').waitFor({ timeout: 120_000 });
+  expect(await page.getByTestId('export-path').textContent()).toBe(destination);
+  const files = readdirSync(destination);
+  expect(files).toContain('adapter_config.json');
+  expect(files).toContain('adapter_model.safetensors');
+  await shoot('wizard-5-result');
+
+  // A second run with another rank, then both in History and in the comparison.
+  await page.goto(`${bridge.openUrl}#/new/settings`);
+  await startRun(page, `${prefix} second`, '2');
+  const secondId = await waitForCompletion(page, `${prefix} second`);
+
+  await page.goto(`${bridge.openUrl}#/runs`);
+  const table = page.getByTestId('runs-table');
+  await table.waitFor();
+  expect(await table.locator('tbody tr').count()).toBe(before + 2);
+  await shoot('history');
+  await page.getByTestId('search').fill(`${prefix} second`);
+  await expect.poll(() => table.locator('tbody tr').count()).toBe(1);
+  await page.getByTestId('search').fill('');
+
+  await table.locator(`tr[data-run-id="${firstId}"] input[type=checkbox]`).check();
+  await table.locator(`tr[data-run-id="${secondId}"] input[type=checkbox]`).check();
+  await page.getByTestId('compare').click();
+  const diff = page.getByTestId('config-diff');
+  await diff.waitFor();
+  await expect.poll(() => diff.textContent()).toContain('lora.r');
+  await expect.poll(async () => Number(await page.getByTestId('compare-loss').getAttribute('data-points'))).toBeGreaterThan(1);
+  await shoot('compare');
+
+  // Delete the second run: it leaves History and its folder is gone.
+  const runDir = path.join(bridge.appDataDir, 'runs', secondId);
+  expect(existsSync(runDir)).toBe(true);
+  await page.goto(`${bridge.openUrl}#/runs/${secondId}`);
+  await page.getByTestId('delete').click();
+  await page.getByTestId('confirm').click();
+  await page.getByTestId('runs-table').waitFor();
+  await expect.poll(() => page.getByTestId('runs-table').locator('tbody tr').count()).toBe(before + 1);
+  expect(existsSync(runDir)).toBe(false);
+  const listed = await callApi<{ id: string }[]>(bridge, 'runs', 'list');
+  expect(listed.body.value?.map((run) => run.id)).toContain(firstId);
+  expect(listed.body.value?.map((run) => run.id)).not.toContain(secondId);
+}
 
 async function startRun(page: Page, name: string, rank: string): Promise<void> {
   await page.getByRole('button', { name: 'Quick test' }).click();
