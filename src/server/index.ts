@@ -105,7 +105,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
       return;
     }
     if (!authorized(request, url)) {
-      sendError(response, { code: 'INVALID_ARGUMENT', message: 'Missing or wrong access token.', hint: 'Open the URL with ?token= that `npm run serve` printed.' }, 401);
+      sendError(response, { code: 'UNAUTHORIZED', message: 'Missing or wrong access token.', hint: 'Open the URL with ?token= that `npm run serve` printed.' }, 401);
       return;
     }
 

@@ -18,6 +18,8 @@ export type ErrorCode =
   | 'WORKER_EXITED'
   | 'EXPORT_FAILED'
   | 'RUN_STATE'
+  | 'STORE_UNREADABLE'
+  | 'UNAUTHORIZED'
   | 'INTERNAL';
 
 /** The serializable form of a StudioError. */

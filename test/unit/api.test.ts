@@ -184,6 +184,7 @@ describe('studio behind the web bridge', () => {
   test('missing token is 401', async () => {
     const response = await fetch(`${bridge.url}/api/system/info`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(response.status).toBe(401);
+    expect(((await response.json()) as { error?: { code?: string } }).error?.code).toBe('UNAUTHORIZED');
     const wrong = await post('/api/system/info', {}, { 'x-studio-token': 'f'.repeat(48) });
     expect(wrong.status).toBe(401);
   });

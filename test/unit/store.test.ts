@@ -89,6 +89,7 @@ describe('RunStore.open', () => {
 
     const error = catchStudioError(() => RunStore.open(dir));
 
+    expect(error.code).toBe('STORE_UNREADABLE');
     expect(error.message).toContain(file);
     expect(error.message).toContain('SQLITE_NOTADB');
     expect(error.hint).toContain('move');
@@ -104,6 +105,7 @@ describe('RunStore.open', () => {
 
     const error = catchStudioError(() => RunStore.open(dir));
 
+    expect(error.code).toBe('STORE_UNREADABLE');
     expect(error.message).toContain(file);
     expect(error.message).toContain(`schema version ${SCHEMA_VERSION + 5}`);
     expect(error.hint).toContain('Update the app');

@@ -46,9 +46,8 @@ export { SCHEMA_VERSION } from './schema';
 
 export const DATABASE_FILE_NAME = 'studio.db';
 
-// TODO: use a dedicated code (for example STORE_UNREADABLE) once errors.ts has one. Until then an
-// unreadable or too new database reports INTERNAL, with a message and hint that name the file.
-const STORE_FILE_ERROR: ErrorCode = 'INTERNAL';
+/** The code of an unreadable, damaged or too new studio.db. */
+const STORE_FILE_ERROR: ErrorCode = 'STORE_UNREADABLE';
 
 /** How long a statement waits for a lock held by another connection (the CLI or web bridge). */
 const BUSY_TIMEOUT_MS = 5000;
