@@ -37,7 +37,7 @@ import type {
   Unsubscribe,
 } from '../shared/api';
 import { StudioError, toErrorPayload } from '../shared/errors';
-import type { ProgressInfo, WorkerTransport } from '../shared/protocol';
+import type { ProgressInfo, RunResult, WorkerTransport } from '../shared/protocol';
 import type { DatasetRecord, RunRecord } from '../shared/records';
 import type { TrainConfig } from '../shared/train-config';
 import { selectBackend } from '../engine/backend';
@@ -304,6 +304,7 @@ export class Studio implements StudioApi {
         }),
       ),
       ...(progress ? { progress } : {}),
+      ...readRunResult(run.runDir),
     };
   }
 
@@ -738,4 +739,13 @@ export function defaultAppDataDir(): string {
   if (process.platform === 'win32') return path.join(process.env.APPDATA ?? path.join(home, 'AppData', 'Roaming'), 'lora-studio');
   if (process.platform === 'darwin') return path.join(home, 'Library', 'Application Support', 'lora-studio');
   return path.join(process.env.XDG_CONFIG_HOME ?? path.join(home, '.config'), 'lora-studio');
+}
+
+/** The worker's `result.json` (final result and sample generations), when the run wrote one. */
+function readRunResult(runDir: string): { result?: RunResult } {
+  try {
+    return { result: JSON.parse(readFileSync(path.join(runDir, 'result.json'), 'utf8')) as RunResult };
+  } catch {
+    return {};
+  }
 }
