@@ -7,7 +7,7 @@
  *
  * Packing: two codes per byte with the first code in the high nibble (the layout bitsandbytes
  * uses), and for tfjs tensors eight codes per int32 element, because tfjs has no uint8 arithmetic.
- * An int32 holds four such bytes, byte k in bits 8k..8k+7.
+ * An int32 contains four such bytes, byte k in bits 8k..8k+7.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { StudioError } from '../../shared/errors';
@@ -39,7 +39,7 @@ export const DEFAULT_BLOCKSIZE = 64;
 export const MIN_BLOCKSIZE = 32;
 export const MAX_BLOCKSIZE = 4096;
 
-/** The 16 code values for a quantization type. */
+/** Returns the 16 code values of a quantization type. */
 export function codebookFor(quantType: QuantType): Float32Array {
   if (quantType === 'nf4') return NF4_CODEBOOK;
   if (quantType === 'fp4') return FP4_CODEBOOK;
@@ -56,7 +56,7 @@ export function validateBlocksize(blocksize: number): void {
   }
 }
 
-/** The largest distance between two neighbouring code values (sorted), in units of absmax. */
+/** Computes the largest distance between neighbouring code values (sorted), in units of absmax. */
 export function maxCodeGap(codebook: Float32Array): number {
   const sorted = Array.from(codebook).sort((a, b) => a - b);
   let gap = 0;
@@ -75,8 +75,8 @@ export interface BlockwiseQuantized {
 }
 
 /**
- * Quantizes `values` in blocks of `blocksize`; a shorter last block is padded with zeros, which do
- * not change its absmax. Each normalized value gets the nearest code; a value exactly halfway
+ * Quantizes `values` in blocks of `blocksize`. A shorter last block is padded with zeros, which do
+ * not change its absmax. Each normalized value gets the nearest code, and a value exactly halfway
  * between two codes gets the lower one, as bitsandbytes' comparisons against midpoints do.
  */
 export function quantizeBlockwise(values: Float32Array, codebook: Float32Array, blocksize: number = DEFAULT_BLOCKSIZE): BlockwiseQuantized {
@@ -98,7 +98,7 @@ export function quantizeBlockwise(values: Float32Array, codebook: Float32Array, 
   return { codes, absmax, length: values.length, blocksize };
 }
 
-/** `codebook[code] · absmax` for the first `length` values (a reference for the tensor path). */
+/** Computes `codebook[code] · absmax` for the first `length` values, as a reference for the tensor path. */
 export function dequantizeBlockwise(codes: Uint8Array, absmax: Float32Array, codebook: Float32Array, blocksize: number, length: number): Float32Array {
   const out = new Float32Array(length);
   for (let i = 0; i < length; i++) out[i] = Math.fround(codebook[codes[i]] * absmax[Math.floor(i / blocksize)]);
@@ -126,7 +126,7 @@ function nearestCode(codebook: Float32Array): (x: number) => number {
   };
 }
 
-/** Two codes per byte, the first in the high nibble; an odd count leaves the last low nibble 0. */
+/** Packs two codes per byte, the first in the high nibble. An odd count leaves the last low nibble 0. */
 export function packNibbles(codes: Uint8Array): Uint8Array {
   const packed = new Uint8Array(Math.ceil(codes.length / 2));
   for (let i = 0; i < codes.length; i++) {
@@ -141,7 +141,7 @@ export function unpackNibbles(packed: Uint8Array, count: number): Uint8Array {
   return codes;
 }
 
-/** Four bytes per int32, byte k in bits 8k..8k+7 (independent of the platform's byte order). */
+/** Packs four bytes per int32, byte k in bits 8k..8k+7 (independent of the platform's byte order). */
 export function packBytesInt32(bytes: Uint8Array): Int32Array {
   const packed = new Int32Array(Math.ceil(bytes.length / 4));
   for (let i = 0; i < bytes.length; i++) packed[i >> 2] |= bytes[i] << (8 * (i % 4));
@@ -154,7 +154,7 @@ export function unpackBytesInt32(packed: Int32Array, count: number): Uint8Array 
   return bytes;
 }
 
-/** Eight codes per int32: the nibble bytes of `packNibbles`, four to an int32. */
+/** Packs eight codes per int32: the bytes of `packNibbles`, four to an int32. */
 export function packNibblesInt32(codes: Uint8Array): Int32Array {
   return packBytesInt32(packNibbles(codes));
 }
@@ -168,12 +168,12 @@ export function unpackNibblesInt32(packed: Int32Array, count: number): Uint8Arra
 const NIBBLE_SHIFTS = [4, 0, 12, 8, 20, 16, 28, 24];
 const BYTE_SHIFTS = [0, 8, 16, 24];
 
-/** Codes `[count]` (int32, 0..15) from the packed int32 tensor of `packNibblesInt32`, on the backend. */
+/** Unpacks codes `[count]` (int32, 0..15) from a `packNibblesInt32` tensor, on the backend. */
 export function unpackNibblesTensor(packed: tf.Tensor1D, count: number): tf.Tensor1D {
   return unpackFields(packed, NIBBLE_SHIFTS, 0xf, count);
 }
 
-/** Bytes `[count]` (int32, 0..255) from the packed int32 tensor of `packBytesInt32`, on the backend. */
+/** Unpacks bytes `[count]` (int32, 0..255) from a `packBytesInt32` tensor, on the backend. */
 export function unpackBytesTensor(packed: tf.Tensor1D, count: number): tf.Tensor1D {
   return unpackFields(packed, BYTE_SHIFTS, 0xff, count);
 }
@@ -182,9 +182,10 @@ export function unpackBytesTensor(packed: tf.Tensor1D, count: number): tf.Tensor
  * Extracts the bit fields `(x >> shift) & fieldMask` of every int32, in `shifts` order.
  *
  * tfjs has no shift operation, and the wasm backend computes int32 FloorDiv in float32, which is
- * inexact above 2^24. So where the backend has BitwiseAnd the field is isolated first: `x & (mask
- * << shift)` has at most 8 significant bits, so dividing it by 2^shift is exact in float32, and
- * a final `& mask` turns the top field's negative quotient (sign bit set) into its unsigned value.
+ * inexact above 2^24. So where the backend has BitwiseAnd, the field is isolated first. The value
+ * `x & (mask << shift)` has at most 8 significant bits, so dividing it by 2^shift is exact in
+ * float32. A final `& mask` turns the top field's negative quotient (sign bit set) into its
+ * unsigned value.
  * Backends without BitwiseAnd get floorDiv and mod, exact where int32 arithmetic is integer.
  */
 function unpackFields(packed: tf.Tensor1D, shifts: number[], fieldMask: number, count: number): tf.Tensor1D {
@@ -199,8 +200,10 @@ function unpackFields(packed: tf.Tensor1D, shifts: number[], fieldMask: number, 
     }),
   );
   return tf.tidy(() => {
-    const flat = tf.reshape(tf.stack(fields, 1), [-1]) as tf.Tensor1D;
+    // concat + transpose interleaves the fields; on wasm it is several times faster than stack.
+    const planar = tf.reshape(tf.concat(fields, 0), [shifts.length, packed.shape[0]]);
     tf.dispose(fields);
+    const flat = tf.reshape(tf.transpose(planar), [-1]) as tf.Tensor1D;
     return flat.shape[0] === count ? flat : tf.slice(flat, 0, count);
   });
 }

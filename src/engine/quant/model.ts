@@ -1,0 +1,53 @@
+/**
+ * Quantizing a loaded model for QLoRA: every linear layer of the transformer blocks gets a 4-bit
+ * base weight. Token embeddings, norms and the LM head stay float32 unless `includeLmHead` is
+ * set. transformers' bitsandbytes integration also keeps the head in full precision by default
+ * (`get_keys_to_not_convert`), for numerical stability: its rounding errors reach the logits
+ * directly.
+ */
+import type { CausalLM } from '../models/transformer';
+import type { QuantType } from './nf4';
+import { quantizeLinear, validateQuantSettings, type QuantSettings } from './qlinear';
+
+export interface ModelQuantSettings extends QuantSettings {
+  /** Also quantize an untied `lm_head`. Default false. A tied head is the embedding table and is never quantized. */
+  includeLmHead?: boolean;
+}
+
+export interface QuantizationReport {
+  /** Module paths of the quantized layers, in model order. */
+  layers: string[];
+  quantType: QuantType;
+  blocksize: number;
+  doubleQuant: boolean;
+  /** Weights stored in 4 bits (biases excluded: they stay float32). */
+  quantizedParameters: number;
+  /** Bytes of the tensors that hold the quantized weights: packed codes and absmax constants. */
+  bytes: number;
+  bytesPerParameter: number;
+}
+
+/** Quantizes the linear layers of `model` in place and reports what they now occupy. */
+export function quantizeModel(model: CausalLM, settings: ModelQuantSettings): QuantizationReport {
+  validateQuantSettings(settings);
+  const targets = model.linearLayers().filter((layer) => layer !== model.lmHead || settings.includeLmHead === true);
+
+  const layers: string[] = [];
+  let quantizedParameters = 0;
+  let bytes = 0;
+  for (const layer of targets) {
+    const weight = quantizeLinear(layer, settings);
+    layers.push(layer.name);
+    quantizedParameters += weight.parameterCount;
+    bytes += weight.bytes;
+  }
+  return {
+    layers,
+    quantType: settings.quantType,
+    blocksize: settings.blocksize,
+    doubleQuant: settings.doubleQuant,
+    quantizedParameters,
+    bytes,
+    bytesPerParameter: quantizedParameters > 0 ? bytes / quantizedParameters : 0,
+  };
+}
