@@ -4,9 +4,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend } from '../../src/engine/backend';
 import { applyLora, loraVariables } from '../../src/engine/lora';
 import { batchLoss, loadModel, type Batch } from '../../src/engine/models';
+import { chunkedGroupedAttention } from '../../src/engine/models/attention';
 import { GradientCheckpointing } from '../../src/engine/models/checkpointing';
 import type { ForwardContext } from '../../src/engine/models/linear';
-import type { CausalLM, ForwardOptions } from '../../src/engine/models/transformer';
+import { buildAttentionMask, type CausalLM, type ForwardOptions } from '../../src/engine/models/transformer';
 import { quantizeModel } from '../../src/engine/quant/model';
 import type { LoraSettings } from '../../src/shared/train-config';
 import { FIXTURES, maxAbsDiff, modelDir, readJson, type FixtureModel } from '../helpers/fixtures';
@@ -168,6 +169,39 @@ describe('checkpointing', () => {
     for (let i = 0; i < 3; i++) checkpointedGradients(model, batch, parent);
     expect(tf.memory().numTensors).toBe(count);
     model.dispose();
+  });
+
+  it('block with chunked attention recomputes', () => {
+    // Attention over [batch 2, 4 heads, 2 key/value heads, seq 6, headDim 4] with the mask created
+    // in the forward pass and read only through the chunked attention's slices.
+    const [batch, seq, heads, kvHeads, headDim] = [2, 6, 4, 2, 4];
+    const hidden = heads * headDim;
+    const projections = [hidden, kvHeads * headDim, kvHeads * headDim].map((out, i) =>
+      tf.variable(tf.randomNormal([hidden, out], 0, 0.3, 'float32', 300 + i), true, `checkpointing_attention_${i}`),
+    );
+    const x = tf.randomNormal([batch * seq, hidden], 0, 1, 'float32', 310) as tf.Tensor2D;
+    const toHeads = (t: tf.Tensor, count: number) => tf.transpose(tf.reshape(t, [batch, seq, count, headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
+    const checkpointing = new GradientCheckpointing({ training: true, nextSeed: () => 0 });
+    const loss = (recompute: boolean) =>
+      tf.variableGrads(() => {
+        const mask = buildAttentionMask(batch, seq, 0, [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]);
+        const block = (h: tf.Tensor2D) => {
+          const [q, k, v] = projections.map((w) => tf.matMul(h, w));
+          const attended = chunkedGroupedAttention(toHeads(q, heads), toHeads(k, kvHeads), toHeads(v, kvHeads), mask, kvHeads, 4);
+          return tf.add(h, tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch * seq, hidden])) as tf.Tensor2D;
+        };
+        const out = recompute ? checkpointing.recomputeBlock(block, x) : block(x);
+        return tf.sum(tf.square(out)) as tf.Scalar;
+      }, projections);
+    const expected = loss(false);
+    const actual = loss(true);
+    expect(checkpointing.keptTensorCount).toBe(1);
+    expect(Math.abs(actual.value.dataSync()[0] - expected.value.dataSync()[0])).toBeLessThanOrEqual(1e-4);
+    for (const w of projections) {
+      expect(maxAbsDiff(actual.grads[w.name].dataSync(), expected.grads[w.name].dataSync()), w.name).toBeLessThanOrEqual(1e-5);
+    }
+    tf.dispose([expected.value, actual.value, ...Object.values(expected.grads), ...Object.values(actual.grads), x, ...projections]);
+    checkpointing.dispose();
   });
 
   it('captured tensors live until dispose', () => {

@@ -136,7 +136,7 @@ export class GradientCheckpointing {
     const captured = new Map<number, tf.Tensor>();
     for (const node of tape) {
       for (const input of Object.values(node.inputs)) {
-        if (input instanceof tf.Variable) {
+        if (isVariable(input)) {
           if (input.trainable) variables.set(input.id, input);
         } else if (input !== hidden && !produced.has(input.id) && !input.isDisposed && !input.kept && openScopes.has(input.scopeId)) {
           captured.set(input.id, input);
@@ -188,6 +188,16 @@ export class GradientCheckpointing {
     tf.keep(tensor);
     this.kept.set(tensor.id, tensor);
   }
+}
+
+/**
+ * Checks for a `tf.Variable` by its fields as well as by class, because a variable made by a
+ * second copy of tfjs-core (a CommonJS and an ES module build loaded together) fails `instanceof`
+ * and would silently get no gradient.
+ */
+function isVariable(tensor: tf.Tensor): tensor is tf.Variable {
+  const candidate = tensor as Partial<tf.Variable>;
+  return tensor instanceof tf.Variable || (typeof candidate.trainable === 'boolean' && typeof candidate.assign === 'function');
 }
 
 function seedMismatch(recorded: number, used: number): StudioError {
