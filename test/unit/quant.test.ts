@@ -360,6 +360,9 @@ describe('quantized model memory', () => {
     // The backend now stores exactly the reported bytes in place of the float32 kernels.
     expect(before - after).toBe(floatBytes - report.bytes);
     expect(report.bytesPerParameter).toBeLessThanOrEqual(0.55);
+    // Per block of two layers: q/o 4096 weights (2048 + 64 + 4 + 4 bytes), k/v 2048 (1024 + 32 + 4 + 4),
+    // gate/up/down 10240 (5120 + 160 + 4 + 4).
+    expect(report.bytes).toBe(2 * (2 * 2120 + 2 * 1064 + 3 * 5288));
     expect(report.bytesPerParameter).toBeGreaterThanOrEqual(0.5);
     model.dispose();
   });

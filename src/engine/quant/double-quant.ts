@@ -22,7 +22,7 @@ const INT8_OFFSET = 128;
 const INT8_MAX = 127;
 
 export interface DoubleQuantizedAbsmax {
-  /** One code per absmax, `q + 128` in 1..255, zero-padded (128) to whole blocks of 256. */
+  /** One code per absmax, `q + 128` in 1..255. */
   codes: Uint8Array;
   /** One float32 scale per block of 256 codes: `max|absmax − mean| / 127`. */
   scales: Float32Array;
@@ -40,7 +40,7 @@ export function doubleQuantize(absmax: Float32Array): DoubleQuantizedAbsmax {
   const mean = Math.fround(count > 0 ? sum / count : 0);
 
   const blockCount = Math.ceil(count / DOUBLE_QUANT_BLOCKSIZE);
-  const codes = new Uint8Array(blockCount * DOUBLE_QUANT_BLOCKSIZE).fill(INT8_OFFSET);
+  const codes = new Uint8Array(count).fill(INT8_OFFSET);
   const scales = new Float32Array(blockCount);
   for (let block = 0; block < blockCount; block++) {
     const start = block * DOUBLE_QUANT_BLOCKSIZE;
@@ -96,9 +96,11 @@ export function uploadDoubleQuantized(quantized: DoubleQuantizedAbsmax): DoubleQ
 export function dequantizeAbsmaxTensor(stored: DoubleQuantizedAbsmaxTensors): tf.Tensor1D {
   return tf.tidy(() => {
     const blockCount = stored.scales.shape[0];
-    const bytes = unpackBytesTensor(stored.codes, blockCount * DOUBLE_QUANT_BLOCKSIZE);
+    const bytes = unpackBytesTensor(stored.codes, stored.count);
     const q = tf.cast(tf.sub(bytes, tf.scalar(INT8_OFFSET, 'int32')), 'float32');
-    const scaled = tf.mul(tf.reshape(q, [blockCount, DOUBLE_QUANT_BLOCKSIZE]), tf.reshape(stored.scales, [blockCount, 1]));
+    // Storage has no padding, so the last block is padded with zeros here.
+    const padded = tf.pad(q, [[0, blockCount * DOUBLE_QUANT_BLOCKSIZE - stored.count]]);
+    const scaled = tf.mul(tf.reshape(padded, [blockCount, DOUBLE_QUANT_BLOCKSIZE]), tf.reshape(stored.scales, [blockCount, 1]));
     const flat = tf.slice(tf.reshape(scaled, [-1]), 0, stored.count);
     return tf.add(flat, stored.mean) as tf.Tensor1D;
   });
