@@ -184,7 +184,7 @@ export function unpackBytesTensor(packed: tf.Tensor1D, count: number): tf.Tensor
  * tfjs has no shift operation, and the wasm backend computes int32 FloorDiv in float32, which is
  * inexact above 2^24. So where the backend has BitwiseAnd, the field is isolated first. The value
  * `x & (mask << shift)` has at most 8 significant bits, so dividing it by 2^shift is exact in
- * float32. A final `& mask` turns the top field's negative quotient (sign bit set) into its
+ * float32. A final `mod 2^bits` turns the top field's negative quotient (sign bit set) into its
  * unsigned value.
  * Backends without BitwiseAnd get floorDiv and mod, exact where int32 arithmetic is integer.
  */
@@ -196,7 +196,9 @@ function unpackFields(packed: tf.Tensor1D, shifts: number[], fieldMask: number, 
       const divisor = tf.scalar(2 ** shift, 'int32');
       if (!bitwise) return tf.mod(tf.floorDiv(packed, divisor), tf.scalar(fieldMask + 1, 'int32'));
       const isolated = tf.bitwiseAnd(packed, tf.fill(packed.shape, (fieldMask << shift) | 0, 'int32'));
-      return tf.bitwiseAnd(tf.floorDiv(isolated, divisor), tf.fill(packed.shape, fieldMask, 'int32'));
+      const quotient = tf.floorDiv(isolated, divisor);
+      // Only the field under the sign bit can be negative; the mod of a small integer is exact.
+      return shift + Math.log2(fieldMask + 1) === 32 ? tf.mod(quotient, tf.scalar(fieldMask + 1, 'int32')) : quotient;
     }),
   );
   return tf.tidy(() => {
