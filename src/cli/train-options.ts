@@ -36,7 +36,11 @@ export const TRAINING_OPTIONS: OptionTable = {
   'save-steps': { type: 'string', help: `checkpoint every N steps (default ${d.saveSteps})` },
   seed: { type: 'string', help: `random seed for initialization, shuffling and dropout (default ${d.seed})` },
   'gradient-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward pass to save memory' },
-  method: { type: 'string', help: 'lora or qlora (default lora)' },
+  method: { type: 'string', help: 'lora, or qlora to hold base weights in 4 bits (default lora)' },
+  'quant-type': { type: 'string', help: 'qlora code book: nf4 or fp4 (default nf4)' },
+  'quant-blocksize': { type: 'string', help: 'qlora absmax block size, 32 to 4096 (default 64)' },
+  'no-double-quant': { type: 'boolean', help: 'qlora: keep absmax constants in float32 instead of 8 bits' },
+  'max-attention-mb': { type: 'string', help: 'memory budget for attention scores in MB; computes attention in query chunks (default: no chunking)' },
   'init-adapter': { type: 'string', help: 'PEFT adapter folder to continue training from' },
   'sample-prompt': { type: 'string', multiple: true, help: 'prompt to generate from before and after training (repeatable)' },
   backend: { type: 'string', help: 'force a backend: tensorflow-gpu, tensorflow, wasm or cpu' },
@@ -89,8 +93,19 @@ export function configFromFlags(values: Record<string, unknown>, modelPath: stri
       throw new StudioError('INVALID_ARGUMENT', `--method must be lora or qlora. Received: --method ${JSON.stringify(method)}.`, 'Use --method lora.');
     }
     config.method = method;
-    if (method === 'qlora') config.quant = { quantType: 'nf4', blocksize: 64, doubleQuant: true };
   }
+  if (config.method === 'qlora') {
+    const quantType = stringFlag(values, 'quant-type') ?? 'nf4';
+    if (quantType !== 'nf4' && quantType !== 'fp4') {
+      throw new StudioError('INVALID_ARGUMENT', `--quant-type must be nf4 or fp4. Received: --quant-type ${JSON.stringify(quantType)}.`, 'Use --quant-type nf4.');
+    }
+    const blocksize = numberFlag(values, 'quant-blocksize', { integer: true, min: 32, max: 4096 }) ?? 64;
+    config.quant = { quantType, blocksize, doubleQuant: !values['no-double-quant'] };
+  } else if (values['quant-type'] !== undefined || values['quant-blocksize'] !== undefined || values['no-double-quant']) {
+    throw new StudioError('INVALID_ARGUMENT', 'Quantization flags apply only with --method qlora.', 'Add --method qlora, or drop the --quant-* flags.');
+  }
+  const attentionMb = numberFlag(values, 'max-attention-mb', { min: 0, exclusiveMin: true });
+  if (attentionMb !== undefined) config.maxAttentionBytes = Math.round(attentionMb * 1024 * 1024);
 
   const r = numberFlag(values, 'lora-r', { integer: true, min: 1 });
   if (r !== undefined) config.lora.r = r;

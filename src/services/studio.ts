@@ -670,7 +670,7 @@ export function defaultEngineHooks(): EngineHooks {
     },
     generate: generateText,
     selectBackend: async () => selectBackend(),
-    qlora: false,
+    qlora: true,
   };
 }
 

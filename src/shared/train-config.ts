@@ -66,6 +66,11 @@ export interface TrainConfig {
   saveSteps: number;
   seed: number;
   gradientCheckpointing: boolean;
+  /**
+   * Memory budget for one attention score matrix, in bytes; queries are processed in chunks that
+   * fit it. Undefined computes attention in one piece.
+   */
+  maxAttentionBytes?: number;
   /** Prompts to generate from before and after training, for the result page. */
   samplePrompts?: string[];
   backend?: string;

@@ -37,8 +37,8 @@ export class Linear {
   /** Set when the base weight is quantized; `kernel` is then null. */
   quantized: KernelSource | null = null;
   /**
-   * Applies the quantized matmul with the LoRA term added; set by the quantization module so
-   * the float32 kernel is rebuilt inside a custom gradient and freed after use.
+   * Computes `x · W` from the quantized weight; set by the quantization module so the float32
+   * kernel is rebuilt inside a custom gradient and freed after use. `apply()` adds bias and LoRA.
    */
   quantizedMatMul: ((x: tf.Tensor2D) => tf.Tensor2D) | null = null;
 

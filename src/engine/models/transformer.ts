@@ -16,6 +16,7 @@ import type { ModelConfig } from './config';
 import { INFERENCE, Linear, type ForwardContext } from './linear';
 import type { HostTensor } from './loader';
 import type { TensorToWrite } from './safetensors';
+import { chunkedGroupedAttention } from './attention';
 import { unaryCustomGrad } from './ops';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope';
 
@@ -57,6 +58,8 @@ export interface ForwardOptions {
    * (gradient checkpointing). With `cache`, `attentionMask` may cover `[batch, past + seq]`.
    */
   recomputeBlock?: (block: (hidden: tf.Tensor2D) => tf.Tensor2D, hidden: tf.Tensor2D) => tf.Tensor2D;
+  /** Processes queries in chunks of this many positions (see `attentionChunkSize`); default: all at once. */
+  attentionChunkSize?: number;
 }
 
 export class CausalLM {
@@ -131,7 +134,7 @@ export class CausalLM {
     const rope = this.inverseFrequencies ? this.ropeFor(positions, batch, seq) : null;
 
     this.blocks.forEach((block, layerIndex) => {
-      const run = (h: tf.Tensor2D) => this.block(block, layerIndex, h, { batch, seq, mask, rope, context, cache: options.cache });
+      const run = (h: tf.Tensor2D) => this.block(block, layerIndex, h, { batch, seq, mask, rope, context, cache: options.cache, attentionChunkSize: options.attentionChunkSize });
       hidden = options.recomputeBlock ? options.recomputeBlock(run, hidden) : run(hidden);
     });
     if (options.cache) options.cache.length += seq;
@@ -199,7 +202,9 @@ export class CausalLM {
     }
     if (step.cache) [keys, values] = appendToCache(step.cache, layerIndex, keys, values);
 
-    const attended = groupedAttention(queries, keys, values, step.mask, numKeyValueHeads); // [b, heads, seq, d]
+    const attended = step.attentionChunkSize && step.attentionChunkSize < seq
+      ? chunkedGroupedAttention(queries, keys, values, step.mask, numKeyValueHeads, step.attentionChunkSize)
+      : groupedAttention(queries, keys, values, step.mask, numKeyValueHeads); // [b, heads, seq, d]
     const merged = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch * seq, numHeads * headDim]) as tf.Tensor2D;
     return block.outputProjection.apply(merged, context);
   }
@@ -255,6 +260,7 @@ interface StepShape {
   rope: { cos: tf.Tensor; sin: tf.Tensor } | null;
   context: ForwardContext;
   cache?: KvCache;
+  attentionChunkSize?: number;
 }
 
 /** `[tokens, heads·d] → [batch, heads, seq, d]`. */

@@ -20,6 +20,7 @@ import { loadModel } from '../models';
 import { eosIds } from '../models/config';
 import type { CausalLM } from '../models/transformer';
 import { loadTokenizer, type Tokenizer } from '../tokenizer';
+import { quantizeModel } from '../quant';
 import { Trainer } from './trainer';
 
 export interface RunHooks {
@@ -51,11 +52,13 @@ export async function runTraining(config: TrainConfig, runDir: string, hooks: Ru
   hooks.progress({ step: 0, totalSteps: 0, epoch: 0, phase: 'loading' });
   const { model, config: modelConfig } = loadModel(config.modelPath);
   const tokenizer = await loadOptionalTokenizer(config.modelPath, hooks);
-  prepareAdapters(model, config, hooks);
   if (config.method === 'qlora') {
-    // TODO: QLoRA (NF4 base weights) is not implemented in the engine yet.
-    throw new StudioError('INVALID_ARGUMENT', 'method "qlora" is not available in this version.', 'Use method "lora".');
+    const quant = config.quant ?? { quantType: 'nf4', blocksize: 64, doubleQuant: true };
+    config.quant = quant;
+    const report = quantizeModel(model, quant);
+    hooks.log('info', `quantized ${report.layers.length} linear layers to ${report.quantType}${report.doubleQuant ? ' with double quantization' : ''}: ${report.bytesPerParameter.toFixed(3)} bytes per parameter`);
   }
+  prepareAdapters(model, config, hooks);
   const counts = countParameters(model);
   hooks.log('info', formatTrainableParameters(counts));
 

@@ -15,6 +15,8 @@ import type { TrainConfig } from '../../shared/train-config';
 import { adapterTensors, writeAdapterFiles } from '../lora/adapter';
 import { loraVariables } from '../lora';
 import { batchLoss, type Batch } from '../models';
+import { attentionChunkSize } from '../models/attention';
+import { GradientCheckpointing } from '../models/checkpointing';
 import { IGNORE_INDEX } from '../models/loss';
 import { readSafetensorsHeader, readTensorAsFloat32, writeSafetensors, type TensorToWrite } from '../models/safetensors';
 import type { CausalLM } from '../models/transformer';
@@ -46,6 +48,7 @@ export type TrainerSettings = Pick<
   | 'seed'
   | 'lora'
   | 'gradientCheckpointing'
+  | 'maxAttentionBytes'
 >;
 
 export interface StepResult {
@@ -136,7 +139,19 @@ export class Trainer {
       tokens += batch.tokens;
       let call = 0;
       const context = { training: true, nextSeed: () => deriveSeed(this.settings.seed, this.step, micro, call++) };
-      const { value, grads } = tf.variableGrads(() => tf.div(batchLoss(this.model, batch, { context }), accumulation) as tf.Scalar, variables);
+      const checkpointing = this.settings.gradientCheckpointing ? new GradientCheckpointing(context) : null;
+      const options = {
+        context: checkpointing ? checkpointing.context : context,
+        recomputeBlock: checkpointing?.recomputeBlock,
+        attentionChunkSize: this.attentionChunk(batch),
+      };
+      let computed: { value: tf.Scalar; grads: tf.NamedTensorMap };
+      try {
+        computed = tf.variableGrads(() => tf.div(batchLoss(this.model, batch, options), accumulation) as tf.Scalar, variables);
+      } finally {
+        checkpointing?.dispose();
+      }
+      const { value, grads } = computed;
       lossSum += value.dataSync()[0];
       value.dispose();
       summed = accumulate(summed, grads);
@@ -160,6 +175,17 @@ export class Trainer {
     return { step: this.step, epoch: this.epochAt(this.step), loss, learningRate, gradNorm, tokens, timeMs: performance.now() - started };
   }
 
+  /** Query chunk for attention under `maxAttentionBytes`, or undefined for one piece. */
+  private attentionChunk(batch: Batch): number | undefined {
+    if (!this.settings.maxAttentionBytes) return undefined;
+    return attentionChunkSize({
+      maxAttentionBytes: this.settings.maxAttentionBytes,
+      batch: batch.inputIds.length,
+      heads: this.model.config.numHeads,
+      keyLength: batch.inputIds[0].length,
+    });
+  }
+
   /** Token-weighted mean loss over the validation set (no dropout). */
   evaluate(examples: Example[] = this.validation): number | null {
     if (examples.length === 0) return null;
@@ -169,7 +195,7 @@ export class Trainer {
       const batch = collate(examples.slice(start, start + this.settings.batchSize), this.padTokenId);
       const targets = countTargets(batch.labels);
       if (targets === 0) continue;
-      const loss = tf.tidy(() => batchLoss(this.model, batch));
+      const loss = tf.tidy(() => batchLoss(this.model, batch, { attentionChunkSize: this.attentionChunk(batch) }));
       weighted += loss.dataSync()[0] * targets;
       count += targets;
       loss.dispose();
