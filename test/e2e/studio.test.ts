@@ -1,7 +1,8 @@
 /**
  * The UI in real Chromium against the web bridge: dataset import with skipped rows, inline
  * validation of the settings form, and (once the demo model is in resources/) the whole flow:
- * train, watch the charts, history, compare, export and delete.
+ * train, watch the charts, history, compare, export and delete. Every screenshot, wide and at
+ * 1024×700, also runs the accessibility checks of `findAccessibilityProblems`.
  */
 import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -9,12 +10,12 @@ import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   callApi,
+  captureScreen,
   ensureBuilt,
   hasChromium,
   hasDemoModel,
   hasWorker,
   launchBrowser,
-  screenshot,
   setTheme,
   startBridge,
   tempDir,
@@ -83,7 +84,17 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
     expect(await page.getByTestId('app-data').textContent()).toBe(bridge.appDataDir);
     for (const theme of ['light', 'dark'] as const) {
       await setTheme(page, theme);
-      await screenshot(page, 'system');
+      expect(await captureScreen(page, 'system')).toEqual([]);
+    }
+    await setTheme(page, 'light');
+  });
+
+  test('history without runs says how to start one', async () => {
+    await page.goto(`${bridge.openUrl}#/runs`);
+    await page.getByText('No runs yet').waitFor();
+    for (const theme of ['light', 'dark'] as const) {
+      await setTheme(page, theme);
+      expect(await captureScreen(page, 'history-empty')).toEqual([]);
     }
     await setTheme(page, 'light');
   });
@@ -108,7 +119,7 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
     expect(await page.getByTestId('example').first().locator('.trained').first().textContent()).toContain('1');
     for (const theme of ['light', 'dark'] as const) {
       await setTheme(page, theme);
-      await screenshot(page, 'dataset-skipped-rows');
+      expect(await captureScreen(page, 'dataset-skipped-rows')).toEqual([]);
     }
     await setTheme(page, 'light');
   });
@@ -118,7 +129,7 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
     expect(await page.getByTestId('model-info').textContent()).toContain('GPT2LMHeadModel');
     for (const theme of ['light', 'dark'] as const) {
       await setTheme(page, theme);
-      await screenshot(page, 'wizard-1-model');
+      expect(await captureScreen(page, 'wizard-1-model')).toEqual([]);
     }
     await setTheme(page, 'light');
     const file = path.join(workDir, 'valid.jsonl');
@@ -147,7 +158,7 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
 
     for (const theme of ['light', 'dark'] as const) {
       await setTheme(page, theme);
-      await screenshot(page, 'wizard-settings-invalid');
+      expect(await captureScreen(page, 'wizard-settings-invalid')).toEqual([]);
     }
     await setTheme(page, 'light');
 
@@ -183,7 +194,7 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
         await page.goto(`${bridge.openUrl}#/new/model`);
         await page.getByTestId('demo-model').click();
         await page.getByTestId('model-info').waitFor();
-        await screenshot(page, 'wizard-1-model');
+        expect(await captureScreen(page, 'wizard-1-model')).toEqual([]);
       }
       await setTheme(page, 'light');
 
@@ -191,9 +202,9 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
       await page.getByTestId('demo-dataset').click();
       await page.getByTestId('dataset-report').waitFor();
       await page.getByTestId('example').first().waitFor();
-      await screenshot(page, 'wizard-2-dataset');
+      expect(await captureScreen(page, 'wizard-2-dataset')).toEqual([]);
       await setTheme(page, 'dark');
-      await screenshot(page, 'wizard-2-dataset');
+      expect(await captureScreen(page, 'wizard-2-dataset')).toEqual([]);
       await setTheme(page, 'light');
       await page.getByTestId('next').click();
       await runFullFlow('demo', true);
@@ -211,7 +222,7 @@ async function runFullFlow(prefix: string, shots: boolean): Promise<void> {
     if (!shots) return;
     for (const theme of ['light', 'dark'] as const) {
       await setTheme(page, theme);
-      await screenshot(page, name);
+      expect(await captureScreen(page, name)).toEqual([]);
     }
     await setTheme(page, 'light');
   };
@@ -264,6 +275,13 @@ async function runFullFlow(prefix: string, shots: boolean): Promise<void> {
   const runDir = path.join(bridge.appDataDir, 'runs', secondId);
   expect(existsSync(runDir)).toBe(true);
   await page.goto(`${bridge.openUrl}#/runs/${secondId}`);
+  // Escape closes the dialog without deleting and gives focus back to the Delete button.
+  await page.getByTestId('delete').click();
+  await page.getByTestId('confirm').waitFor();
+  await page.keyboard.press('Escape');
+  await expect.poll(() => page.locator('dialog[open]').count()).toBe(0);
+  expect(await page.evaluate(() => document.activeElement?.getAttribute('data-test'))).toBe('delete');
+  expect(existsSync(runDir)).toBe(true);
   await page.getByTestId('delete').click();
   await page.getByTestId('confirm').click();
   await page.getByTestId('runs-table').waitFor();

@@ -1,5 +1,6 @@
 /** Flattening and comparing run configurations for the run page and the compare view. */
 import type { TrainConfig } from '../../shared/train-config';
+import { formatLearningRate } from './format';
 
 /** `{ lora: { r: 8 } }` → `{ 'lora.r': '8' }`, arrays joined with commas. */
 export function flattenConfig(config: TrainConfig): Record<string, string> {
@@ -22,4 +23,10 @@ export function diffConfigs(configs: TrainConfig[]): { key: string; values: stri
   return keys
     .map((key) => ({ key, values: flats.map((flat) => flat[key] ?? '—') }))
     .filter((row) => new Set(row.values).size > 1);
+}
+
+/** A flattened config value for display: learning rates in scientific notation (2e-4). */
+export function formatConfigValue(key: string, value: string): string {
+  if (key === 'learningRate' && value.trim() !== '' && Number.isFinite(Number(value))) return formatLearningRate(Number(value));
+  return value;
 }

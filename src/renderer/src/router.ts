@@ -17,6 +17,8 @@ export type WizardStep = (typeof WIZARD_STEPS)[number]['key'];
 // Hash history works both from file:// in the desktop app and behind the web bridge.
 export const router = createRouter({
   history: createWebHashHistory(),
+  // A new page starts at its top; Back and Forward return to where the user was.
+  scrollBehavior: (_to, _from, savedPosition) => savedPosition ?? { top: 0 },
   routes: [
     { path: '/', redirect: '/new/model' },
     { path: '/new', redirect: '/new/model' },

@@ -3,7 +3,7 @@ import { trainConfigSchema, type ModelInfo, type TrainingEstimate } from '../../
 import type { ErrorPayload } from '../../../shared/errors';
 import { DEFAULT_TRAIN_CONFIG, type TrainConfig } from '../../../shared/train-config';
 import { studio } from '../api';
-import { asError } from '../format';
+import { asError, formatLearningRate } from '../format';
 
 export type StopBy = 'epochs' | 'steps';
 export type PresetName = 'quick' | 'balanced' | 'quality';
@@ -41,13 +41,80 @@ export const PRESETS: Record<PresetName, { label: string; description: string; v
   balanced: {
     label: 'Balanced',
     description: 'One epoch at rank 8, the PEFT defaults.',
-    values: { r: 8, loraAlpha: 16, learningRate: 2e-4, stopBy: 'epochs', epochs: 1, batchSize: 4, gradientAccumulationSteps: 1, maxSeqLength: 512, warmupSteps: 10, evalSteps: 50, saveSteps: 100, schedule: 'linear' },
+    values: { r: 8, loraAlpha: 16, learningRate: 2e-4, stopBy: 'epochs', epochs: 1, batchSize: 4, gradientAccumulationSteps: 1, maxSeqLength: 512, warmupSteps: 0, evalSteps: 50, saveSteps: 100, schedule: 'linear' },
   },
   quality: {
     label: 'Thorough',
     description: 'Three epochs at rank 16 with cosine decay.',
     values: { r: 16, loraAlpha: 32, learningRate: 1e-4, stopBy: 'epochs', epochs: 3, batchSize: 4, gradientAccumulationSteps: 2, maxSeqLength: 1024, warmupSteps: 50, evalSteps: 100, saveSteps: 200, schedule: 'cosine' },
   },
+};
+
+/** "rank 4 · alpha 8 · learning rate 5e-4 · 20 steps …": what applying a preset sets. */
+export function describePreset(values: Partial<SettingsForm>): string {
+  const parts: string[] = [];
+  if (values.r !== undefined) parts.push(`rank ${values.r}`);
+  if (values.loraAlpha !== undefined) parts.push(`alpha ${values.loraAlpha}`);
+  if (typeof values.learningRate === 'number') parts.push(`learning rate ${formatLearningRate(values.learningRate)}`);
+  if (values.schedule !== undefined) parts.push(`${values.schedule} schedule`);
+  if (values.warmupSteps !== undefined) parts.push(`${values.warmupSteps} warmup steps`);
+  if (values.stopBy === 'steps' && values.maxSteps !== undefined) parts.push(`${values.maxSteps} steps`);
+  if (values.stopBy === 'epochs' && values.epochs !== undefined) parts.push(`${values.epochs} ${values.epochs === 1 ? 'epoch' : 'epochs'}`);
+  if (values.batchSize !== undefined) parts.push(`batch ${values.batchSize}`);
+  if (values.gradientAccumulationSteps !== undefined && values.gradientAccumulationSteps !== 1) {
+    parts.push(`accumulation ${values.gradientAccumulationSteps}`);
+  }
+  if (values.maxSeqLength !== undefined) parts.push(`sequence length ${values.maxSeqLength}`);
+  if (values.evalSteps !== undefined) parts.push(values.evalSteps === 0 ? 'no validation' : `validation every ${values.evalSteps} steps`);
+  if (values.saveSteps !== undefined) parts.push(values.saveSteps === 0 ? 'checkpoint at the end' : `checkpoint every ${values.saveSteps} steps`);
+  return parts.join(' · ');
+}
+
+/** Returns a preset's values with the sequence length cut to the context length (0: unknown). */
+export function presetValues(name: PresetName, contextLength = 0): Partial<SettingsForm> {
+  const values = { ...PRESETS[name].values };
+  if (contextLength > 0 && typeof values.maxSeqLength === 'number' && values.maxSeqLength > contextLength) {
+    values.maxSeqLength = contextLength;
+  }
+  return values;
+}
+
+/** Returns the preset whose values the form contains, or 'custom' once any of them changed. */
+export function matchPreset(form: SettingsForm, contextLength = 0): PresetName | 'custom' {
+  for (const name of Object.keys(PRESETS) as PresetName[]) {
+    const values = presetValues(name, contextLength);
+    const matches = (Object.keys(values) as (keyof SettingsForm)[]).every((key) => {
+      // Only the active stop criterion counts: the hidden field keeps its old value.
+      if ((key === 'maxSteps' && values.stopBy !== 'steps') || (key === 'epochs' && values.stopBy !== 'epochs')) return true;
+      return form[key] === values[key];
+    });
+    if (matches) return name;
+  }
+  return 'custom';
+}
+
+/** The visible label of each field that validateForm can report, for the error summary. */
+export const FIELD_LABELS: Record<string, string> = {
+  name: 'Name',
+  method: 'Method',
+  r: 'Rank (r)',
+  loraAlpha: 'Alpha (lora_alpha)',
+  loraDropout: 'Dropout',
+  targetModules: 'Target modules',
+  learningRate: 'Learning rate',
+  schedule: 'Schedule',
+  warmupSteps: 'Warmup steps',
+  epochs: 'Epochs',
+  maxSteps: 'Max steps',
+  batchSize: 'Batch size',
+  gradientAccumulationSteps: 'Gradient accumulation',
+  maxSeqLength: 'Max sequence length',
+  validationSplit: 'Validation split',
+  evalSteps: 'Eval every',
+  saveSteps: 'Checkpoint every',
+  seed: 'Seed',
+  model: 'Model',
+  dataset: 'Dataset',
 };
 
 function defaultForm(): SettingsForm {
@@ -174,27 +241,30 @@ export function validateForm(
 export const useSettingsStore = defineStore('settings', {
   state: () => ({
     form: defaultForm(),
-    preset: 'balanced' as PresetName | 'custom',
+    /** Context length of the chosen model, 0 while none is chosen. */
+    contextLength: 0,
     estimate: null as TrainingEstimate | null,
     estimateError: null as ErrorPayload | null,
     estimateLoading: false,
     estimateRequest: 0,
   }),
+  getters: {
+    preset: (state): PresetName | 'custom' => matchPreset(state.form, state.contextLength),
+  },
   actions: {
     applyPreset(name: PresetName): void {
-      Object.assign(this.form, PRESETS[name].values);
-      this.preset = name;
+      Object.assign(this.form, presetValues(name, this.contextLength));
     },
     /** Called when the model changes: keeps only target modules the new model has. */
     adoptModel(model: ModelInfo): void {
       const kept = this.form.targetModules.filter((name) => model.linearModules.includes(name));
       this.form.targetModules = kept.length ? kept : defaultTargets(model.linearModules);
+      this.contextLength = model.contextLength;
       const length = asNumber(this.form.maxSeqLength);
       if (model.contextLength > 0 && length > model.contextLength) this.form.maxSeqLength = model.contextLength;
     },
     reset(): void {
       this.form = defaultForm();
-      this.preset = 'balanced';
     },
     async refreshEstimate(config: TrainConfig): Promise<void> {
       const request = ++this.estimateRequest;

@@ -11,10 +11,31 @@ function initialTheme(): Theme {
   return window.matchMedia?.('(prefers-color-scheme: dark)').matches ? 'dark' : 'light';
 }
 
-/** Appearance: the colour theme, kept in localStorage and set as `data-theme` on <html>. */
+export interface Toast {
+  id: number;
+  kind: 'success' | 'info';
+  title: string;
+  /** A second line, shown in monospace when it is a path. */
+  detail?: string;
+  detailIsPath?: boolean;
+}
+
+/** How long a toast stays before it closes itself, in milliseconds. */
+export const TOAST_MS = 10_000;
+
+/** Appearance and transient UI: the colour theme (kept in localStorage) and toasts. */
 export const useUiStore = defineStore('ui', {
-  state: () => ({ theme: initialTheme() }),
+  state: () => ({ theme: initialTheme(), toasts: [] as Toast[], nextToastId: 1 }),
   actions: {
+    notify(toast: Omit<Toast, 'id'>): number {
+      const id = this.nextToastId++;
+      this.toasts.push({ ...toast, id });
+      if (typeof window !== 'undefined') window.setTimeout(() => this.dismissToast(id), TOAST_MS);
+      return id;
+    },
+    dismissToast(id: number): void {
+      this.toasts = this.toasts.filter((toast) => toast.id !== id);
+    },
     setTheme(theme: Theme): void {
       this.theme = theme;
       if (typeof window === 'undefined') return;
