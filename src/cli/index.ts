@@ -14,7 +14,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summa
   generate: { run: generateCommand, summary: 'generate text: generate --model DIR [--adapter DIR] --prompt TEXT' },
   datasets: { run: datasetsCommand, summary: 'datasets import FILE | datasets list' },
   runs: { run: runsCommand, summary: 'runs list | runs show RUN [--json] | runs resume RUN | runs delete RUN --yes' },
-  export: { run: exportCommand, summary: 'export RUN --format peft|merged --out DIR' },
+  export: { run: exportCommand, summary: 'export RUN --format peft|merged|gguf --out DIR' },
   backend: { run: backendCommand, summary: 'show the compute backend and why faster ones are unavailable' },
 };
 

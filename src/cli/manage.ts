@@ -6,7 +6,7 @@ import path from 'node:path';
 import { StudioError, formatError } from '../shared/errors';
 import type { RunRecord } from '../shared/records';
 import { selectBackend } from '../engine/backend';
-import { exportMergedModel, exportPeftAdapter, libraryVersions, type RunCard } from '../engine/export';
+import { exportGgufAdapter, exportMergedModel, exportPeftAdapter, libraryVersions, type RunCard } from '../engine/export';
 import { loadTokenizer } from '../engine/tokenizer';
 import { formatHelp, parseCommand, requireFlag, stringFlag, type OptionTable } from './args';
 import { openContext } from './context';
@@ -125,7 +125,7 @@ export async function runsCommand(argv: string[]): Promise<number> {
 }
 
 const EXPORT_OPTIONS: OptionTable = {
-  format: { type: 'string', help: 'peft (adapter folder) or merged (full model folder) (default peft)' },
+  format: { type: 'string', help: 'peft (adapter folder), merged (full model folder) or gguf (llama.cpp LoRA file) (default peft)' },
   out: { type: 'string', help: 'destination folder; must not exist or be empty' },
   ...DATA_DIR,
 };
@@ -133,15 +133,15 @@ const EXPORT_OPTIONS: OptionTable = {
 export async function exportCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommand(argv, EXPORT_OPTIONS);
   if (values.help) {
-    process.stdout.write(formatHelp('lora-studio export RUN --format peft|merged --out DIR', 'Exports a run\'s adapter as a PEFT folder or merges it into a full Hugging Face model.', EXPORT_OPTIONS));
+    process.stdout.write(formatHelp('lora-studio export RUN --format peft|merged|gguf --out DIR', 'Exports a run\'s adapter as a PEFT folder or a llama.cpp GGUF file, or merges it into a full Hugging Face model.', EXPORT_OPTIONS));
     return 0;
   }
   const context = openContext(stringFlag(values, 'data-dir'), false);
   try {
     const run = context.store.getRun(requirePositional(positionals, 'export RUN --format peft --out DIR'));
     const format = stringFlag(values, 'format') ?? 'peft';
-    if (format !== 'peft' && format !== 'merged') {
-      throw new StudioError('INVALID_ARGUMENT', `--format must be peft or merged. Received: --format ${JSON.stringify(format)}.`, 'Use --format peft.');
+    if (format !== 'peft' && format !== 'merged' && format !== 'gguf') {
+      throw new StudioError('INVALID_ARGUMENT', `--format must be peft, merged or gguf. Received: --format ${JSON.stringify(format)}.`, 'Use --format peft.');
     }
     const out = path.resolve(requireFlag(values, 'out', 'Pass --out with the destination folder.'));
     const adapterDir = path.join(run.runDir, 'adapter');
@@ -150,8 +150,9 @@ export async function exportCommand(argv: string[]): Promise<number> {
     }
     const card = runCard(run, run.datasetId ? context.store.getDataset(run.datasetId).sha256 : undefined);
     if (format === 'merged') await selectBackend();
-    const written = format === 'peft' ? exportPeftAdapter(adapterDir, out, card) : exportMergedModel(run.modelPath, adapterDir, out, card);
-    context.store.addArtifact({ runId: run.id, kind: format === 'peft' ? 'adapter' : 'merged', path: written });
+    const written =
+      format === 'peft' ? exportPeftAdapter(adapterDir, out, card) : format === 'gguf' ? exportGgufAdapter(adapterDir, run.modelPath, out, card) : exportMergedModel(run.modelPath, adapterDir, out, card);
+    context.store.addArtifact({ runId: run.id, kind: format === 'peft' ? 'adapter' : format, path: written });
     process.stdout.write(values.json ? JSON.stringify({ path: written, format }) + '\n' : `${written}\n`);
     return 0;
   } finally {

@@ -9,6 +9,7 @@ import type { RunRecord } from '../shared/records';
 import type { TrainConfig } from '../shared/train-config';
 import { exportPeftAdapter, libraryVersions } from '../engine/export';
 import { inspectModel } from '../engine/models/inspect';
+import { locateModelFiles, readModelConfig } from '../engine/models/loader';
 import { loadTokenizer, type Tokenizer } from '../engine/tokenizer';
 import type { ImportedDataset } from '../services/datasets';
 import { formatHelp, parseCommand, requireFlag, stringFlag, type OptionTable } from './args';
@@ -123,6 +124,9 @@ function printRunSummary(run: RunRecord, json: boolean): void {
 export function checkModel(modelPath: string) {
   const info = inspectModel(modelPath);
   if (!info.supported) {
+    // Missing or damaged files raise their own error (MODEL_FILES_MISSING, MODEL_FORMAT) here.
+    readModelConfig(modelPath);
+    locateModelFiles(modelPath);
     throw new StudioError('MODEL_UNSUPPORTED', `${modelPath}: ${info.unsupportedReason}`, 'Pick a GPT-2, Llama, Qwen2 or Mistral model folder with safetensors weights.');
   }
   return info;

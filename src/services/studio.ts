@@ -44,7 +44,7 @@ import { selectBackend } from '../engine/backend';
 import { encodeRecord } from '../engine/data/encode';
 import type { NormalizedRecord } from '../engine/data/normalize';
 import { estimateTraining, type TrainingEstimate as EngineEstimate } from '../engine/estimate';
-import { exportMergedModel, exportPeftAdapter, libraryVersions, type RunCard } from '../engine/export';
+import { exportGgufAdapter, exportMergedModel, exportPeftAdapter, libraryVersions, type RunCard } from '../engine/export';
 import { generate } from '../engine/generate';
 import { loadAdapter } from '../engine/lora/adapter';
 import { loadModel } from '../engine/models';
@@ -70,6 +70,7 @@ export interface EngineHooks {
   estimateTraining?: (model: EngineModelInfo, config: TrainConfig, options: { backend?: string; examplesPerEpoch: number }) => EngineEstimate;
   exportPeft?: (options: { adapterDir: string; destination: string; card: ExportCard }) => Promise<void>;
   exportMerged?: (options: { adapterDir: string; modelPath: string; destination: string; card: ExportCard }) => Promise<void>;
+  exportGguf?: (options: { adapterDir: string; modelPath: string; destination: string; card: ExportCard }) => Promise<void>;
   generate?: (options: { modelPath: string; adapterDir?: string; prompt: string; maxNewTokens: number }) => Promise<string>;
   selectBackend?: () => Promise<BackendInfo>;
   qlora?: boolean;
@@ -368,6 +369,11 @@ export class Studio implements StudioApi {
         if (!exportPeft) throw unavailable('Adapter export', ENGINE_PENDING);
         report(0.2, 'Copying the adapter and writing the run card');
         await exportPeft({ adapterDir, destination: partial, card });
+      } else if (request.kind === 'gguf') {
+        const exportGguf = this.engine.exportGguf;
+        if (!exportGguf) throw unavailable('GGUF export', ENGINE_PENDING);
+        report(0.2, 'Writing the llama.cpp LoRA file');
+        await exportGguf({ adapterDir, modelPath: run.modelPath, destination: partial, card });
       } else {
         const exportMerged = this.engine.exportMerged;
         if (!exportMerged) throw unavailable('Merged export', ENGINE_PENDING);
@@ -385,7 +391,7 @@ export class Studio implements StudioApi {
       if (payload.code !== 'INTERNAL') throw error;
       throw new StudioError('EXPORT_FAILED', `Export of run ${run.id} to ${destination} failed: ${payload.message}`, 'Check that the folder is writable and the disk has space.');
     }
-    this.store.addArtifact({ runId: run.id, kind: request.kind === 'peft' ? 'adapter' : 'merged', path: destination, step: run.steps, sizeBytes: measure(destination) });
+    this.store.addArtifact({ runId: run.id, kind: request.kind === 'peft' ? 'adapter' : request.kind, path: destination, step: run.steps, sizeBytes: measure(destination) });
     this.options.logger.info(`Run ${run.id}: exported ${request.kind} to ${destination}`);
     return { runId: run.id, kind: request.kind, path: destination, files: await listFiles(destination) };
   }
@@ -663,6 +669,9 @@ export function defaultEngineHooks(): EngineHooks {
     estimateTraining: (model, config, options) => estimateTraining(model, config, options.backend, options.examplesPerEpoch),
     exportPeft: async ({ adapterDir, destination, card }) => {
       exportPeftAdapter(adapterDir, destination, { ...card, versions: libraryVersions() });
+    },
+    exportGguf: async ({ adapterDir, modelPath, destination, card }) => {
+      exportGgufAdapter(adapterDir, modelPath, destination, { ...card, versions: libraryVersions() });
     },
     exportMerged: async ({ adapterDir, modelPath, destination, card }) => {
       await selectBackend();

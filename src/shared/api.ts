@@ -195,7 +195,7 @@ export interface GenerationResult {
 // ---------------------------------------------------------------------------------------------
 // Exports
 
-export const EXPORT_KINDS = ['peft', 'merged'] as const;
+export const EXPORT_KINDS = ['peft', 'merged', 'gguf'] as const;
 export type ExportKind = (typeof EXPORT_KINDS)[number];
 
 export interface ExportResult {

@@ -304,10 +304,7 @@ describe('bad input', () => {
     expect(lines[0]).toContain('model-00002-of-00002.safetensors');
   });
 
-  // Known bug: checkModel in src/cli/train.ts reports every problem inspectModel finds as
-  // MODEL_UNSUPPORTED, so a supported model with a missing shard gets that code and the hint to
-  // pick another architecture, instead of MODEL_FILES_MISSING.
-  it.fails('missing weight shard has code MODEL_FILES_MISSING', async () => {
+  it('missing weight shard has code MODEL_FILES_MISSING', async () => {
     const { lines } = await failingRun(['train', '--model', writeShardedModel('sharded-code'), '--data', dataFile]);
     expect(lines[0]).toMatch(/^lora-studio: MODEL_FILES_MISSING: /);
   });

@@ -13,6 +13,7 @@ import { mergeLora } from '../lora';
 import { loadModel } from '../models';
 import { writeSafetensors } from '../models/safetensors';
 import { checkpointTensors } from '../models/transformer';
+import { ggufLoraContents, writeGguf } from './gguf';
 
 /** Facts about the run that produced an export, written as run_card.json. */
 export interface RunCard {
@@ -72,6 +73,18 @@ export function exportMergedModel(modelDir: string, adapterDir: string, destinat
       const source = path.join(modelDir, file);
       if (fs.existsSync(source)) fs.copyFileSync(source, path.join(temporary, file));
     }
+    writeRunCard(temporary, card);
+  });
+}
+
+/**
+ * Writes the adapter as a llama.cpp GGUF LoRA file (`adapter.gguf`) into `destination`, with the
+ * run card beside it.
+ */
+export function exportGgufAdapter(adapterDir: string, modelDir: string, destination: string, card: RunCard): string {
+  return writeAtomically(destination, (temporary) => {
+    const { metadata, tensors } = ggufLoraContents(adapterDir, modelDir);
+    writeGguf(path.join(temporary, 'adapter.gguf'), metadata, tensors);
     writeRunCard(temporary, card);
   });
 }
