@@ -124,6 +124,21 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
     await setTheme(page, 'light');
   });
 
+  test('missing dataset file shows the error and its fix', async () => {
+    const missing = path.join(workDir, 'no-such-folder', `${'a-long-folder-name-'.repeat(8)}train.jsonl`);
+    await page.goto(`${bridge.openUrl}#/new/dataset`);
+    await page.locator('#dataset-path').fill(missing);
+    await page.getByRole('button', { name: 'Import', exact: true }).click();
+    await page.getByTestId('error').waitFor();
+    expect(await page.getByTestId('error-message').textContent()).toContain(missing);
+    expect(await page.getByTestId('error-hint').textContent()).toContain('How to fix');
+    for (const theme of ['light', 'dark'] as const) {
+      await setTheme(page, theme);
+      expect(await captureScreen(page, 'dataset-import-error')).toEqual([]);
+    }
+    await setTheme(page, 'light');
+  });
+
   test.skipIf(!hasFixtureModel)('invalid settings show inline errors and block start', async () => {
     await openModel(FIXTURE_MODEL);
     expect(await page.getByTestId('model-info').textContent()).toContain('GPT2LMHeadModel');
@@ -169,6 +184,21 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
     await expect.poll(() => page.getByTestId('field-error').count()).toBe(0);
     expect(await start.isEnabled()).toBe(true);
     await expect.poll(() => page.getByTestId('trainable').textContent()).toMatch(/\d/);
+
+    // Keyboard: Tab goes from the name to the method group to the rank, with a visible ring.
+    await page.locator('#run-name').focus();
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate(() => (document.activeElement as HTMLInputElement | null)?.name)).toBe('method');
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('lora-r');
+    expect(await page.evaluate(() => getComputedStyle(document.activeElement!).outlineStyle)).toBe('solid');
+
+    // Arrow keys move the "Stop after" choice, which swaps the epochs field for max steps.
+    await page.locator('input[name=stop-by][value=epochs]').focus();
+    await page.keyboard.press('ArrowRight');
+    await page.locator('#max-steps').waitFor();
+    await page.keyboard.press('ArrowLeft');
+    await page.locator('#epochs').waitFor();
   });
 
   test.skipIf(!hasFixtureModel || !hasWorker)(
@@ -252,6 +282,10 @@ async function runFullFlow(prefix: string, shots: boolean): Promise<void> {
   await page.goto(`${bridge.openUrl}#/new/settings`);
   await startRun(page, `${prefix} second`, '2');
   const secondId = await waitForCompletion(page, `${prefix} second`);
+
+  // A long run name must be clipped in History, not widen the page.
+  const longName = `${prefix} first ${'with-a-long-descriptive-name-'.repeat(5)}end`;
+  expect((await callApi(bridge, 'runs', 'rename', { id: firstId, name: longName })).status).toBe(200);
 
   await page.goto(`${bridge.openUrl}#/runs`);
   const table = page.getByTestId('runs-table');
