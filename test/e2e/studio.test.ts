@@ -89,7 +89,7 @@ describe.skipIf(!hasChromium)('LoRA Studio in Chromium', () => {
     await setTheme(page, 'light');
   });
 
-  test('history without runs says how to start one', async () => {
+  test('history empty state explains next step', async () => {
     await page.goto(`${bridge.openUrl}#/runs`);
     await page.getByText('No runs yet').waitFor();
     for (const theme of ['light', 'dark'] as const) {
