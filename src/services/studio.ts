@@ -605,7 +605,7 @@ function segmentTokens(inputIds: number[], labels: number[], tokenizer: { decode
 
 function toApiEstimate(estimate: EngineEstimate, backend: string | undefined): TrainingEstimate {
   const { memory } = estimate;
-  const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MB`;
+  const mb = (bytes: number) => (bytes < 2 ** 20 ? `${Math.max(1, Math.round(bytes / 1024))} KB` : `${(bytes / 2 ** 20).toFixed(0)} MB`);
   return {
     trainableParameters: estimate.trainableParameters,
     totalParameters: estimate.totalParameters,

@@ -140,7 +140,7 @@ describe('JobManager', () => {
 
     const messages = store.listEvents(started.id).map((event) => event.message);
     expect(messages).toContain('fake worker started at step 0');
-    expect(messages.at(-1)).toBe(`Run completed after 6 steps, final loss ${lossAt(6)} on backend fake.`);
+    expect(messages.at(-1)).toBe(`Run completed after 6 steps, final loss ${lossAt(6).toFixed(4)} on backend fake.`);
     expect(jobs.liveRunIds()).toEqual([]);
   });
 

@@ -492,7 +492,7 @@ export class JobManager extends EventEmitter<JobManagerEvents> {
 
     const status: RunStatus = result.status === 'cancelled' ? 'cancelled' : 'completed';
     const updated = this.store.updateRunStatus(runId, status, { finishedAt: now(), error: null });
-    const loss = result.finalLoss !== undefined ? `, final loss ${result.finalLoss}` : '';
+    const loss = result.finalLoss !== undefined ? `, final loss ${result.finalLoss.toFixed(4)}` : '';
     this.addLog(runId, 'info', `Run ${status} after ${result.steps} steps${loss} on backend ${result.backend}.`);
     this.logger.info(`Run ${runId} ${status} after ${result.steps} steps`);
     this.emit('run-updated', updated);
