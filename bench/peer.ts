@@ -36,7 +36,10 @@ function torchVersion(): string | undefined {
 export function ensureTorch(log: (line: string) => void): TorchInfo {
   if (!fs.existsSync(SYSTEM_PYTHON)) return { available: false, note: `${SYSTEM_PYTHON} not found` };
   let version = torchVersion();
-  if (version) return { available: true, version };
+  if (version) {
+    ensureOptimizedBlas(log);
+    return { available: true, version };
+  }
 
   const policy = spawnSync('apt-cache', ['policy', 'python3-torch'], { encoding: 'utf8' });
   const candidate = /Candidate:\s*(\S+)/.exec(policy.stdout ?? '')?.[1];
@@ -49,7 +52,22 @@ export function ensureTorch(log: (line: string) => void): TorchInfo {
     return { available: false, note: `apt-get install python3-torch failed: ${(install.stderr ?? '').trim().split('\n').pop()}` };
   }
   version = torchVersion();
-  return version ? { available: true, version } : { available: false, note: 'python3-torch installed but torch does not import' };
+  if (!version) return { available: false, note: 'python3-torch installed but torch does not import' };
+  ensureOptimizedBlas(log);
+  return { available: true, version };
+}
+
+const BLAS_ALTERNATIVE = '/etc/alternatives/libblas.so.3-x86_64-linux-gnu';
+
+/**
+ * Debian's python3-torch links libblas.so.3, which is the reference BLAS (about 1 GFLOP/s
+ * here) until an optimized one is installed; OpenBLAS takes over the alternative on install.
+ */
+function ensureOptimizedBlas(log: (line: string) => void): void {
+  if (!fs.existsSync(BLAS_ALTERNATIVE) || !fs.realpathSync(BLAS_ALTERNATIVE).includes('/blas/libblas.so')) return;
+  log('installing libopenblas0-pthread with apt-get: libblas.so.3 is the reference BLAS');
+  const install = spawnSync('apt-get', ['install', '-y', 'libopenblas0-pthread'], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  if (install.status !== 0) log(`apt-get install libopenblas0-pthread failed; the PyTorch peer runs on the reference BLAS`);
 }
 
 /** Runs the peer for one scenario with `threads` intra-op threads; null when it fails. */
@@ -68,7 +86,7 @@ export function runTorchPeer(scenario: Scenario, threads: number, log: (line: st
   try {
     const output = execFileSync(SYSTEM_PYTHON, [peerScript, JSON.stringify(spec)], {
       encoding: 'utf8',
-      env: { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) },
+      env: { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) },
       stdio: ['ignore', 'pipe', 'pipe'],
       maxBuffer: 16 * 1024 * 1024,
     });
