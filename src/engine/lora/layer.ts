@@ -10,6 +10,7 @@
  * for a 4-bit grid.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { loraProduct } from '../models/matmul';
 
 export interface LoraWeights {
   /** `[r, in_features]`, trainable. */
@@ -33,9 +34,7 @@ export function loraScaling(loraAlpha: number, rank: number, useRslora: boolean)
  */
 export function loraDelta(x: tf.Tensor2D, lora: LoraWeights, training: boolean, dropoutSeed?: number): tf.Tensor2D {
   const input = training && lora.dropout > 0 ? tf.dropout(x, lora.dropout, undefined, dropoutSeed) : x;
-  const down = tf.matMul(input, lora.loraA, false, true); // [tokens, r]
-  const up = tf.matMul(down, lora.loraB, false, true); // [tokens, out]
-  return tf.mul(up, lora.scaling);
+  return loraProduct(input, lora.loraA, lora.loraB, lora.scaling);
 }
 
 /** `scaling · B · A` as `[out_features, in_features]`: the weight change a merge adds. */

@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { loraDelta, type LoraWeights } from '../lora/layer';
+import { frozenMatMul } from './matmul';
 
 /** A base weight whose float32 kernel is rebuilt for each use (a quantized weight). */
 export interface KernelSource {
@@ -54,7 +55,9 @@ export class Linear {
   apply(x: tf.Tensor2D, context: ForwardContext): tf.Tensor2D {
     let y: tf.Tensor2D;
     if (this.kernel) {
-      y = tf.matMul(x, this.kernel);
+      const kernel = this.kernel;
+      // A trainable kernel (full fine-tuning) needs tfjs's own gradient, which covers the kernel too.
+      y = isTrainable(kernel) ? tf.matMul(x, kernel) : frozenMatMul(x, kernel, () => tf.transpose(kernel));
     } else if (this.quantizedMatMul) {
       y = this.quantizedMatMul(x);
     } else {
@@ -88,4 +91,8 @@ export class Linear {
     this.bias = null;
     this.lora = null;
   }
+}
+
+function isTrainable(tensor: tf.Tensor): boolean {
+  return (tensor as Partial<tf.Variable>).trainable === true;
 }

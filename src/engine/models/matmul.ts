@@ -1,0 +1,61 @@
+/**
+ * Matrix products written so every product, forward and backward, is a plain `[m, k] × [k, n]`.
+ *
+ * tfjs-backend-wasm 4.x hands a BatchMatMul to XNNPACK only when neither operand is transposed
+ * and the batch size is 1; every other form (`transposeA`, `transposeB`, batch > 1) runs a scalar
+ * loop about ten times slower (`npm run bench -- matmul` prints the table). tfjs's own gradient
+ * of `matMul(a, b)` is `dy · bᵀ` and `aᵀ · dy`, both in the slow form. The functions here
+ * transpose the smaller operand explicitly (a copy that costs far less than the product) and
+ * state their gradients the same way. The native and WebGL backends run the same code; for them
+ * the explicit transposes are a small extra copy.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+type GradFunction = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[];
+
+/** `tf.customGrad` with the argument types tfjs leaves loose. */
+function customGrad(f: (inputs: tf.Tensor[], save: tf.GradSaveFunc) => { value: tf.Tensor; gradFunc: GradFunction }): (...inputs: tf.Tensor[]) => tf.Tensor {
+  const wrapped = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const save = args.pop() as tf.GradSaveFunc;
+    return f(args as tf.Tensor[], save);
+  });
+  return (...inputs) => wrapped(...inputs);
+}
+
+/**
+ * `x [tokens, in] · kernel [in, out]` for a kernel that is not trained: the gradient flows to
+ * `x` only, as `dy · kernelᵀ`. `transposed` returns `kernelᵀ [out, in]` (kept by the caller, or
+ * built per call and disposed by the gradient's tidy).
+ */
+export function frozenMatMul(x: tf.Tensor2D, kernel: tf.Tensor2D, transposed: () => tf.Tensor2D): tf.Tensor2D {
+  const product = customGrad(([input]) => ({
+    value: tf.matMul(input as tf.Tensor2D, kernel),
+    gradFunc: (dy) => tf.matMul(dy as tf.Tensor2D, transposed()),
+  }));
+  return product(x) as tf.Tensor2D;
+}
+
+/**
+ * The LoRA product `(x · Aᵀ) · Bᵀ · scaling` for `x [tokens, in]`, `A [r, in]`, `B [out, r]`,
+ * with gradients for all three. Only `r`-sized tensors are transposed.
+ */
+export function loraProduct(x: tf.Tensor, loraA: tf.Tensor2D, loraB: tf.Tensor2D, scaling: number): tf.Tensor2D {
+  const product = customGrad(([input, a, b], save) => {
+    const down = tf.matMul(input as tf.Tensor2D, tf.transpose(a as tf.Tensor2D)); // [tokens, r]
+    const up = tf.matMul(down, tf.transpose(b as tf.Tensor2D)); // [tokens, out]
+    save([input, a, b, down]);
+    return {
+      value: tf.mul(up, scaling),
+      gradFunc: (dy, saved) => {
+        const [savedInput, savedA, savedB, savedDown] = saved as tf.Tensor2D[];
+        const dUp = tf.mul(dy, scaling) as tf.Tensor2D; // [tokens, out]
+        const dDown = tf.matMul(dUp, savedB); // [tokens, r]
+        const dB = tf.transpose(tf.matMul(tf.transpose(savedDown), dUp)); // [out, r]
+        const dA = tf.matMul(tf.transpose(dDown), savedInput); // [r, in]
+        const dInput = tf.matMul(dDown, savedA); // [tokens, in]
+        return [dInput, dA, dB];
+      },
+    };
+  });
+  return product(x, loraA, loraB) as tf.Tensor2D;
+}
