@@ -17,6 +17,7 @@ import { INFERENCE, Linear, type ForwardContext } from './linear';
 import type { HostTensor } from './loader';
 import type { TensorToWrite } from './safetensors';
 import { chunkedGroupedAttention } from './attention';
+import { frozenMatMul } from './matmul';
 import { unaryCustomGrad } from './ops';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope';
 
@@ -72,6 +73,8 @@ export class CausalLM {
   readonly lmHead: Linear | null;
   private readonly inverseFrequencies: Float32Array | null;
   private ropeCache: { length: number; cos: tf.Tensor2D; sin: tf.Tensor2D } | null = null;
+  /** `embedTokensᵀ [hidden, vocab]` for the tied LM head, built on first use. */
+  private embedTokensTransposed: tf.Tensor2D | null = null;
 
   /**
    * @param options.trainableBase makes every base weight a `tf.Variable` (full fine-tuning and
@@ -152,7 +155,12 @@ export class CausalLM {
 
   /** LM head: `[tokens, hidden] → [tokens, vocab]`. */
   logits(hidden: tf.Tensor2D, context: ForwardContext = INFERENCE): tf.Tensor2D {
-    return this.lmHead ? this.lmHead.apply(hidden, context) : tf.matMul(hidden, this.embedTokens, false, true);
+    if (this.lmHead) return this.lmHead.apply(hidden, context);
+    if ((this.embedTokens as Partial<tf.Variable>).trainable) return tf.matMul(hidden, this.embedTokens, false, true);
+    // The transposed copy (one more vocab × hidden table) keeps the largest product of the step
+    // in the layout the wasm backend runs fast; its gradient uses the table itself.
+    this.embedTokensTransposed ??= tf.keep(tf.transpose(this.embedTokens));
+    return frozenMatMul(hidden, this.embedTokensTransposed, () => this.embedTokens);
   }
 
   /** Creates an empty KV cache for generation. */
@@ -171,6 +179,8 @@ export class CausalLM {
     }
     this.ropeCache?.cos.dispose();
     this.ropeCache?.sin.dispose();
+    this.embedTokensTransposed?.dispose();
+    this.embedTokensTransposed = null;
   }
 
   private block(block: Block, layerIndex: number, hidden: tf.Tensor2D, step: StepShape): tf.Tensor2D {
