@@ -59,3 +59,30 @@ export function loraProduct(x: tf.Tensor, loraA: tf.Tensor2D, loraB: tf.Tensor2D
   });
   return product(x, loraA, loraB) as tf.Tensor2D;
 }
+
+/** `a[i] · b[i]` for `a [n, m, k]`, `b [n, k, p]`, as n plain products. */
+function unstackedMatMul(a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D {
+  const left = tf.unstack(a) as tf.Tensor2D[];
+  const right = tf.unstack(b) as tf.Tensor2D[];
+  return tf.stack(left.map((l, i) => tf.matMul(l, right[i]))) as tf.Tensor3D;
+}
+
+/**
+ * Batched `a [n, m, k] · b [n, k, p] → [n, m, p]` with gradients for both, run as n products of
+ * batch size 1 so each one reaches XNNPACK.
+ */
+export function batchedMatMul(a: tf.Tensor, b: tf.Tensor): tf.Tensor3D {
+  const product = customGrad(([left, right], save) => {
+    save([left, right]);
+    return {
+      value: unstackedMatMul(left as tf.Tensor3D, right as tf.Tensor3D),
+      gradFunc: (dy, saved) => {
+        const [savedLeft, savedRight] = saved as tf.Tensor3D[];
+        const dLeft = unstackedMatMul(dy as tf.Tensor3D, tf.transpose(savedRight, [0, 2, 1]));
+        const dRight = unstackedMatMul(tf.transpose(savedLeft, [0, 2, 1]), dy as tf.Tensor3D);
+        return [dLeft, dRight];
+      },
+    };
+  });
+  return product(a, b) as tf.Tensor3D;
+}

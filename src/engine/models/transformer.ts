@@ -17,7 +17,7 @@ import { INFERENCE, Linear, type ForwardContext } from './linear';
 import type { HostTensor } from './loader';
 import type { TensorToWrite } from './safetensors';
 import { chunkedGroupedAttention } from './attention';
-import { frozenMatMul } from './matmul';
+import { batchedMatMul, frozenMatMul } from './matmul';
 import { unaryCustomGrad } from './ops';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope';
 
@@ -291,11 +291,11 @@ export function groupedAttention(queries: tf.Tensor4D, keys: tf.Tensor4D, values
   const k = tf.reshape(keys, [batch * kvHeads, keyLength, headDim]);
   const v = tf.reshape(values, [batch * kvHeads, keyLength, headDim]);
 
-  const scores = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(headDim)); // [b·kv, group·seq, keys]
+  const scores = tf.mul(batchedMatMul(q, tf.transpose(k, [0, 2, 1])), 1 / Math.sqrt(headDim)); // [b·kv, group·seq, keys]
   const masked = tf.add(tf.reshape(scores, [batch, kvHeads, group, seq, keyLength]), mask);
   const probabilities = tf.softmax(tf.reshape(masked, [batch * kvHeads, group * seq, keyLength]));
 
-  const out = tf.matMul(probabilities, v); // [b·kv, group·seq, d]
+  const out = batchedMatMul(probabilities, v); // [b·kv, group·seq, d]
   return tf.reshape(out, [batch, heads, seq, headDim]);
 }
 
