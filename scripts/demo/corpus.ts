@@ -6,6 +6,7 @@
  */
 import type { ChatMessage } from '../../src/engine/tokenizer';
 import { SeededRandom } from '../../src/engine/train/random';
+import { storytellerAnswer, TOPICS } from './dataset';
 import {
   FEELINGS,
   FOUND_THINGS,
@@ -57,7 +58,7 @@ export function generateCorpus(options: CorpusOptions): Corpus {
   const documents: string[] = [...HANDWRITTEN_PARAGRAPHS, ...PEOPLE.map((p) => portrait(p, random))];
   let characters = documents.reduce((sum, d) => sum + d.length, 0);
 
-  const generators = [story, story, story, portrait, dialogue, dayList, friendsStory];
+  const generators = [story, story, story, portrait, dialogue, dayList, friendsStory, storytellerTale];
   while (characters < options.targetCharacters) {
     const person = pick(random, PEOPLE);
     const document = pick(random, generators)(person, random);
@@ -202,6 +203,21 @@ function friendsStory(person: Person, random: SeededRandom): string {
     `${person.name} brought ${person.carries} and ${friend.name} brought ${friend.carries}.`,
     pick(random, [`They found ${pick(random, FOUND_THINGS)} and took it home.`, `They ate ${pick(random, SNACKS)} and talked until it was dark.`, `They helped each other all day.`]),
     `Then ${friend.name} went back to ${friend.home}, and ${person.name} went back to ${person.home}.`,
+  ].join(' ');
+}
+
+/**
+ * Writes Pell the storyteller telling children about people, in the voice the sample dataset
+ * teaches for chat replies. The base model thus knows the phrases, and an adapter only has to
+ * learn to use them when answering a chat question.
+ */
+function storytellerTale(person: Person, random: SeededRandom): string {
+  const second = personByName(person.friend);
+  return [
+    `${pick(random, TIMES)}, the children sat with Pell the storyteller and asked about ${person.name}.`,
+    `Pell smiled and said: ${storytellerAnswer(person, pick(random, TOPICS))}`,
+    `Then they asked about ${second.name}.`,
+    `Pell said: ${storytellerAnswer(second, pick(random, TOPICS))}`,
   ].join(' ');
 }
 

@@ -1,9 +1,9 @@
 /**
  * The sample fine-tuning dataset: questions about the valley answered in the voice of Pell the
  * storyteller. Every answer opens with `Ah, <name>!`, states the fact with a pronoun and closes
- * with `And that is the truth of it.` The base model knows the facts (its pretraining corpus
- * states them plainly) but has never seen this style, so a LoRA adapter that learned the
- * dataset is easy to recognise in generations.
+ * with `And that is the truth of it.` The pretraining corpus states the facts plainly and has
+ * Pell use this voice in stories, but its chats reply in one plain sentence. A LoRA adapter that
+ * learned the dataset replies in Pell's voice, which is easy to recognise in generations.
  */
 import type { ChatMessage } from '../../src/engine/tokenizer';
 import { SeededRandom } from '../../src/engine/train/random';
@@ -21,8 +21,8 @@ export interface QuestionAnswer {
   answer: string;
 }
 
-type Topic = 'home' | 'job' | 'carries' | 'color' | 'pet' | 'friend';
-const TOPICS: readonly Topic[] = ['home', 'job', 'carries', 'color', 'pet', 'friend'];
+export type Topic = 'home' | 'job' | 'carries' | 'color' | 'pet' | 'friend';
+export const TOPICS: readonly Topic[] = ['home', 'job', 'carries', 'color', 'pet', 'friend'];
 
 function questions(person: Person, topic: Topic): string[] {
   const name = person.name;
