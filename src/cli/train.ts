@@ -132,6 +132,9 @@ export function checkModel(modelPath: string) {
   return info;
 }
 
+/** The demo's chat dataset in resources/demo-data (see resources/README.md). */
+const DEMO_DATASET_FILE = 'chat-storyteller.jsonl';
+
 const DEMO_OPTIONS: OptionTable = {
   'max-steps': { type: 'string', help: 'optimizer steps (default 80)' },
   out: { type: 'string', help: 'folder for the exported PEFT adapter (default: the run\'s exports/peft-adapter)' },
@@ -151,7 +154,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const resources = path.join(packageRoot(), 'resources');
   const modelPath = path.join(resources, 'demo-model');
   const dataDir = path.join(resources, 'demo-data');
-  const dataFile = fs.existsSync(dataDir) ? fs.readdirSync(dataDir).find((f) => f.endsWith('.jsonl')) : undefined;
+  const dataFile = fs.existsSync(path.join(dataDir, DEMO_DATASET_FILE)) ? DEMO_DATASET_FILE : undefined;
   if (!fs.existsSync(path.join(modelPath, 'config.json')) || !dataFile) {
     throw new StudioError('MODEL_FILES_MISSING', `The demo resources are missing from ${resources}.`, 'Rebuild them with `npm run demo:build-resources`.');
   }

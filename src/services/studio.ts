@@ -642,13 +642,17 @@ async function listFiles(folder: string): Promise<ExportResult['files']> {
 
 const DATASET_EXTENSIONS = ['.jsonl', '.json', '.csv', '.tsv', '.parquet', '.txt'];
 
+/** The demo's chat dataset: `chat-storyteller.jsonl`, else the first data file by name (never the prompt list). */
 function findDemoDataset(folder: string): string | undefined {
   if (!existsSync(folder)) return undefined;
-  const file = readdirSync(folder)
-    .sort()
-    .find((name) => DATASET_EXTENSIONS.includes(path.extname(name).toLowerCase()));
+  const names = readdirSync(folder).sort();
+  const file = names.includes(DEMO_DATASET_FILE)
+    ? DEMO_DATASET_FILE
+    : names.find((name) => name !== 'sample-prompts.json' && DATASET_EXTENSIONS.includes(path.extname(name).toLowerCase()));
   return file ? path.join(folder, file) : undefined;
 }
+
+const DEMO_DATASET_FILE = 'chat-storyteller.jsonl';
 
 function packageVersion(name: string): string {
   try {
