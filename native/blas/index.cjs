@@ -8,7 +8,7 @@ try {
   binding = require(binary);
 } catch (error) {
   if (error && error.code === 'MODULE_NOT_FOUND') {
-    const notBuilt = new Error(`${binary} was not built (install a C compiler and run "npm rebuild lora-studio-native-blas")`);
+    const notBuilt = new Error(`${binary} was not built at install (no C compiler or node-gyp failure)`);
     notBuilt.code = 'ERR_BLAS_NOT_BUILT';
     throw notBuilt;
   }
