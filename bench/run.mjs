@@ -52,7 +52,7 @@ await build({
   sourcemap: 'linked',
   banner: { js: banner },
   plugins: [quantPlugin],
-  external: ['better-sqlite3', 'electron', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu'],
+  external: ['better-sqlite3', 'electron', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'lora-studio-native-blas'],
   logLevel: 'warning',
 });
 

@@ -41,6 +41,6 @@ await build({
   mainFields: ['module', 'main'],
   sourcemap: 'linked',
   banner: { js: banner },
-  external: ['better-sqlite3', 'electron', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'playwright-core'],
+  external: ['better-sqlite3', 'electron', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'lora-studio-native-blas', 'playwright-core'],
   logLevel: 'warning',
 });

@@ -13,6 +13,8 @@ import '@tensorflow/tfjs-backend-cpu';
 // tfjs-core registers gradient functions only when asked; training needs all of them.
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import { StudioError } from '../../shared/errors';
+import { enableNativeMatMul, type NativeMatMulStatus } from './native-matmul';
 
 export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -35,6 +37,8 @@ export interface BackendReport {
   attempts: BackendAttempt[];
   simd?: boolean;
   threads?: number;
+  /** Whether wasm matrix products run in native BLAS (`LORA_STUDIO_NATIVE_MATMUL=1`). */
+  nativeMatMul?: NativeMatMulStatus;
   tfjsVersion: string;
   nodeVersion: string;
   platform: string;
@@ -99,7 +103,9 @@ export function parseBackendName(value: string | undefined): BackendName | undef
 /** One line: the chosen backend and, for each better one skipped, why. */
 export function summarizeReport(report: BackendReport): string {
   const skipped = report.attempts.filter((a) => !a.ok).map((a) => `${a.name} skipped: ${a.reason}`);
-  const extras = report.chosen === 'wasm' ? ` (simd=${report.simd}, threads=${report.threads})` : '';
+  let nativeNote = '';
+  if (report.nativeMatMul) nativeNote = `, native matmul${report.nativeMatMul.enabled ? '' : ' off'}: ${report.nativeMatMul.detail}`;
+  const extras = report.chosen === 'wasm' ? ` (simd=${report.simd}, threads=${report.threads}${nativeNote})` : '';
   const head = `backend ${report.chosen}${extras}${report.forced ? ' (forced)' : ''}`;
   return skipped.length ? `${head}; ${skipped.join('; ')}` : head;
 }
@@ -185,6 +191,21 @@ function buildReport(chosen: BackendName, forced: boolean, attempts: BackendAtte
   if (chosen === 'wasm') {
     report.simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
     report.threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? undefined : 1;
+    if (process.env.LORA_STUDIO_NATIVE_MATMUL === '1') report.nativeMatMul = enableNativeMatMul(parseBlasThreads(process.env.LORA_STUDIO_BLAS_THREADS));
   }
   return report;
+}
+
+/** Parses `LORA_STUDIO_BLAS_THREADS`; undefined (the BLAS library's default) when unset. */
+function parseBlasThreads(value: string | undefined): number | undefined {
+  if (!value) return undefined;
+  const count = Number(value);
+  if (!Number.isInteger(count) || count < 1) {
+    throw new StudioError(
+      'INVALID_ARGUMENT',
+      `LORA_STUDIO_BLAS_THREADS must be a positive integer, got "${value}".`,
+      'Set it to the number of BLAS threads, or unset it to let the BLAS library choose.',
+    );
+  }
+  return count;
 }
