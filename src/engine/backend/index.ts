@@ -7,6 +7,7 @@
  * offline or on a CUDA mismatch; each one skipped is recorded with the reason and a fix.
  */
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -37,7 +38,7 @@ export interface BackendReport {
   attempts: BackendAttempt[];
   simd?: boolean;
   threads?: number;
-  /** Whether wasm matrix products run in native BLAS (`LORA_STUDIO_NATIVE_MATMUL=1`). */
+  /** Whether wasm matrix products run in native BLAS (on when the binding loads; `LORA_STUDIO_NATIVE_MATMUL=0` turns it off). */
   nativeMatMul?: NativeMatMulStatus;
   tfjsVersion: string;
   nodeVersion: string;
@@ -191,12 +192,23 @@ function buildReport(chosen: BackendName, forced: boolean, attempts: BackendAtte
   if (chosen === 'wasm') {
     report.simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
     report.threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? undefined : 1;
-    if (process.env.LORA_STUDIO_NATIVE_MATMUL === '1') report.nativeMatMul = enableNativeMatMul(parseBlasThreads(process.env.LORA_STUDIO_BLAS_THREADS));
+    if (process.env.LORA_STUDIO_NATIVE_MATMUL !== '0') {
+      report.nativeMatMul = enableNativeMatMul(parseBlasThreads(process.env.LORA_STUDIO_BLAS_THREADS) ?? defaultBlasThreads());
+    }
   }
   return report;
 }
 
-/** Parses `LORA_STUDIO_BLAS_THREADS`; undefined (the BLAS library's default) when unset. */
+/**
+ * Half the logical CPUs, at least one: the other half stays free for the app's main process and
+ * the hyperthread siblings. On a busy 2-core machine one thread measured faster than two
+ * (docs/BENCHMARKS.md).
+ */
+function defaultBlasThreads(): number {
+  return Math.max(1, Math.floor(os.cpus().length / 2));
+}
+
+/** Parses `LORA_STUDIO_BLAS_THREADS`; undefined when unset. */
 function parseBlasThreads(value: string | undefined): number | undefined {
   if (!value) return undefined;
   const count = Number(value);
