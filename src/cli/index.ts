@@ -37,6 +37,12 @@ async function main(argv: string[]): Promise<number> {
   return command.run(rest);
 }
 
+// A closed pipe (`lora-studio runs list | head`) is not an error of the command.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw error;
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
