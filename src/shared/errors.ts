@@ -2,25 +2,30 @@
  * Error codes a user can meet. Each one travels across processes (worker → main → renderer)
  * as the plain object `{ code, message, hint }`.
  */
-export type ErrorCode =
-  | 'INVALID_ARGUMENT'
-  | 'NOT_FOUND'
-  | 'DATASET_PARSE'
-  | 'DATASET_EMPTY'
-  | 'MODEL_UNSUPPORTED'
-  | 'MODEL_FILES_MISSING'
-  | 'MODEL_FORMAT'
-  | 'TOKENIZER_MISSING'
-  | 'ADAPTER_MISMATCH'
-  | 'SHAPE_MISMATCH'
-  | 'OUT_OF_MEMORY'
-  | 'NAN_LOSS'
-  | 'WORKER_EXITED'
-  | 'EXPORT_FAILED'
-  | 'RUN_STATE'
-  | 'STORE_UNREADABLE'
-  | 'UNAUTHORIZED'
-  | 'INTERNAL';
+export const ERROR_CODES = [
+  'INVALID_ARGUMENT',
+  'NOT_FOUND',
+  'DATASET_PARSE',
+  'DATASET_EMPTY',
+  'MODEL_UNSUPPORTED',
+  'MODEL_FILES_MISSING',
+  'MODEL_FORMAT',
+  'TOKENIZER_MISSING',
+  'ADAPTER_MISMATCH',
+  'SHAPE_MISMATCH',
+  'OUT_OF_MEMORY',
+  'NAN_LOSS',
+  'WORKER_EXITED',
+  'EXPORT_FAILED',
+  'RUN_STATE',
+  'STORE_UNREADABLE',
+  'UNAUTHORIZED',
+  'INTERNAL',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+const KNOWN_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
 
 /** The serializable form of a StudioError. */
 export interface ErrorPayload {
@@ -48,21 +53,36 @@ export class StudioError extends Error {
   }
 }
 
-/** Converts any thrown value into a payload; unknown errors become INTERNAL. */
+/**
+ * Converts any thrown value into a payload; unknown errors become INTERNAL. A Node system error
+ * keeps its own code (EISDIR, EACCES...) inside the message, which already starts with it.
+ */
 export function toErrorPayload(error: unknown): ErrorPayload {
   if (error instanceof StudioError) return error.toPayload();
   if (isErrorPayload(error)) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return { code: 'INTERNAL', message };
+  if (error instanceof Error) {
+    const nodeCode = (error as NodeJS.ErrnoException).code;
+    const message = typeof nodeCode === 'string' && !error.message.includes(nodeCode) ? `${nodeCode}: ${error.message}` : error.message;
+    return { code: 'INTERNAL', message };
+  }
+  return { code: 'INTERNAL', message: String(error) };
 }
 
+/** True for a plain `{ code, message, hint? }` object whose code is one of ERROR_CODES. */
 export function isErrorPayload(value: unknown): value is ErrorPayload {
+  if (typeof value !== 'object' || value === null || !isPlainObject(value)) return false;
+  const candidate = value as Record<string, unknown>;
   return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as ErrorPayload).code === 'string' &&
-    typeof (value as ErrorPayload).message === 'string'
+    typeof candidate.code === 'string' &&
+    KNOWN_CODES.has(candidate.code) &&
+    typeof candidate.message === 'string'
   );
+}
+
+/** Plain objects only (also from another realm): an Error or class instance is not a payload. */
+function isPlainObject(value: object): boolean {
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === null || Object.getPrototypeOf(proto) === null;
 }
 
 /** Formats a payload as one line for logs and the CLI. */

@@ -43,7 +43,7 @@ describe('error payloads', () => {
   // JSON.stringify drops it: the web bridge returns {"errno":-21,"code":"EISDIR","syscall":"read"}
   // and the CLI prints "EISDIR: EISDIR: ...". isErrorPayload should also require a known code
   // (and a plain object); anything else becomes INTERNAL with its message.
-  it.fails('Node system error becomes a known code with its message', () => {
+  it('Node system error becomes a known code with its message', () => {
     let systemError: unknown;
     try {
       fs.readFileSync(scratch);

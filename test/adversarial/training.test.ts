@@ -52,7 +52,7 @@ describe('targets outside the model', () => {
   // case where pre-tokenized data is the only option) never checks ids against vocab_size. The
   // embedding lookup then throws tfjs's "GatherV2: the index value 5000 is not in [0, 319]"
   // as INTERNAL, without the dataset line or a fix.
-  it.fails('ids above vocab_size name the id and the vocabulary', async () => {
+  it('ids above vocab_size name the id and the vocabulary', async () => {
     const data = writeTokenRows(path.join(scratch, 'ids-above.jsonl'), 8, 12, FIXTURE_VOCAB_SIZE, (ids) => ({ input_ids: [...ids, 5000] }));
     const error = await catchStudioErrorAsync(() => train(modelDir('llama-gqa-untied'), data));
     expect(['DATASET_PARSE', 'DATASET_EMPTY']).toContain(error.code);
@@ -64,7 +64,7 @@ describe('targets outside the model', () => {
   // labels of 5000 reach the loss. On the wasm backend (the CLI default) the run completes with
   // a loss computed against a class the LM head does not have; on cpu tfjs throws "Invalid
   // indices: 10,5000 does not index into 22,320" as INTERNAL.
-  it.fails('labels above vocab_size are rejected', async () => {
+  it('labels above vocab_size are rejected', async () => {
     const data = writeTokenRows(path.join(scratch, 'labels-above.jsonl'), 8, 12, FIXTURE_VOCAB_SIZE, (ids) => ({ labels: [...ids.slice(0, -1), 5000] }));
     const error = await catchStudioErrorAsync(() => train(modelDir('llama-gqa-untied'), data));
     expect(error.message).toContain('5000');
@@ -92,7 +92,7 @@ describe('sequence length beyond the model', () => {
   // GPT-2 has learned positions for n_positions = 256 tokens. Nothing compares maxSeqLength
   // with it (run.ts after loadModel, or transformer.ts's position lookup), so a 300-token row
   // with maxSeqLength 512 fails as INTERNAL "GatherV2: the index value 256 is not in [0, 255]".
-  it.fails('maxSeqLength above n_positions names both values', async () => {
+  it('maxSeqLength above n_positions names both values', async () => {
     const data = writeTokenRows(path.join(scratch, 'long-rows.jsonl'), 4, 300);
     const error = await catchStudioErrorAsync(() => train(modelDir('gpt2-tiny'), data, { maxSeqLength: 512, lora: { r: 2, loraAlpha: 4, loraDropout: 0, targetModules: ['c_attn'], useRslora: false, initLoraWeights: 'kaiming' } }));
     expect(error.code).toBe('INVALID_ARGUMENT');

@@ -24,6 +24,11 @@ export interface EncodeOptions {
   maxSeqLength?: number;
   /** Also takes the loss on prompt, system and user tokens. Default false. */
   trainOnPrompt?: boolean;
+  /**
+   * Number of token ids the model's embedding holds (config.json `vocab_size`). Records with an
+   * input id or label outside it fail. Default: the tokenizer's vocabulary size, when there is one.
+   */
+  vocabSize?: number;
 }
 
 export type EncodeResult =
@@ -54,7 +59,8 @@ export type EncodeResult =
  * @throws StudioError TOKENIZER_MISSING for a text record when no tokenizer is given.
  */
 export function encodeRecord(record: NormalizedRecord, tokenizer: Tokenizer | undefined, options: EncodeOptions = {}): EncodeResult {
-  if (record.kind === 'tokens') return examplesFromTokens(record, { maxSeqLength: options.maxSeqLength, vocabSize: tokenizer?.vocabSize });
+  const vocabSize = options.vocabSize ?? tokenizer?.vocabSize;
+  if (record.kind === 'tokens') return examplesFromTokens(record, { maxSeqLength: options.maxSeqLength, vocabSize });
   if (!tokenizer) {
     throw new StudioError(
       'TOKENIZER_MISSING',
@@ -78,29 +84,49 @@ export function encodeRecord(record: NormalizedRecord, tokenizer: Tokenizer | un
       break;
     }
   }
+  if (options.vocabSize !== undefined) {
+    const outside = outsideVocabulary(example, options.vocabSize);
+    if (outside) return outside;
+  }
   return truncate(example, options.maxSeqLength);
 }
 
 /**
  * Turns a pre-tokenized record into an example. Without `labels`, every token is a target. With
- * `vocabSize`, ids outside the vocabulary fail the record.
+ * `vocabSize`, input ids and labels (other than -100) outside the vocabulary fail the record.
  */
 export function examplesFromTokens(
   record: { input_ids: number[]; labels?: number[] },
   options: { maxSeqLength?: number; vocabSize?: number } = {},
 ): EncodeResult {
   if (options.vocabSize !== undefined) {
-    const index = record.input_ids.findIndex((id) => id >= options.vocabSize!);
-    if (index >= 0) {
-      return {
-        ok: false,
-        reason: 'wrong_type',
-        message: `input_ids[${index}] is ${record.input_ids[index]}, outside the model's vocabulary of ${options.vocabSize} tokens`,
-      };
-    }
+    const outside = outsideVocabulary(record, options.vocabSize);
+    if (outside) return outside;
   }
   const example = { input_ids: [...record.input_ids], labels: [...(record.labels ?? record.input_ids)] };
   return truncate(example, options.maxSeqLength);
+}
+
+/** The first input id or label outside [0, vocabSize) as a failed record, or undefined. */
+function outsideVocabulary(record: { input_ids: readonly number[]; labels?: readonly number[] }, vocabSize: number): EncodeResult | undefined {
+  const idIndex = record.input_ids.findIndex((id) => id < 0 || id >= vocabSize);
+  if (idIndex >= 0) {
+    return {
+      ok: false,
+      reason: 'wrong_type',
+      message: `input_ids[${idIndex}] is ${record.input_ids[idIndex]}, outside the model's vocabulary of ${vocabSize} tokens`,
+    };
+  }
+  const labels = record.labels ?? [];
+  const labelIndex = labels.findIndex((label) => label !== IGNORE_INDEX && (label < 0 || label >= vocabSize));
+  if (labelIndex >= 0) {
+    return {
+      ok: false,
+      reason: 'wrong_type',
+      message: `labels[${labelIndex}] is ${labels[labelIndex]}, outside the model's vocabulary of ${vocabSize} tokens (use -100 for positions without a loss)`,
+    };
+  }
+  return undefined;
 }
 
 function encodeText(text: string, tokenizer: Tokenizer): TrainingExample {

@@ -126,6 +126,7 @@ export class CausalLM {
     const seq = inputIds[0].length;
     const past = options.cache?.length ?? 0;
     const positions = options.positionIds ?? inputIds.map(() => range(seq).map((i) => past + i));
+    if (this.positionEmbeddings) checkLearnedPositions(positions, this.positionEmbeddings.shape[0]);
     const mask = buildAttentionMask(batch, seq, past, options.attentionMask);
 
     const ids = tf.tensor2d(inputIds.flat(), [batch * seq, 1], 'int32');
@@ -473,4 +474,21 @@ export function checkpointTensors(model: CausalLM): Record<string, TensorToWrite
 
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
+}
+
+/**
+ * Learned position embeddings have one row per position, so a position at or past their count
+ * has nothing to look up.
+ *
+ * @throws StudioError INVALID_ARGUMENT naming the position and the table size.
+ */
+function checkLearnedPositions(positions: readonly (readonly number[])[], count: number): void {
+  let highest = -1;
+  for (const row of positions) for (const position of row) if (position > highest) highest = position;
+  if (highest < count) return;
+  throw new StudioError(
+    'INVALID_ARGUMENT',
+    `The sequence reaches ${highest + 1} tokens, but the model has ${count} learned positions (n_positions).`,
+    `Lower max sequence length (or prompt plus new tokens) to ${count} or less.`,
+  );
 }

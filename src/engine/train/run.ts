@@ -17,7 +17,7 @@ import { generate } from '../generate';
 import { applyLora, countParameters, formatTrainableParameters } from '../lora';
 import { loadAdapter, writeAdapterFiles } from '../lora/adapter';
 import { loadModel } from '../models';
-import { eosIds } from '../models/config';
+import { eosIds, type ModelConfig } from '../models/config';
 import type { CausalLM } from '../models/transformer';
 import { loadTokenizer, type Tokenizer } from '../tokenizer';
 import { quantizeModel } from '../quant';
@@ -51,19 +51,29 @@ export async function runTraining(config: TrainConfig, runDir: string, hooks: Ru
 
   hooks.progress({ step: 0, totalSteps: 0, epoch: 0, phase: 'loading' });
   const { model, config: modelConfig } = loadModel(config.modelPath);
-  const tokenizer = await loadOptionalTokenizer(config.modelPath, hooks);
-  if (config.method === 'qlora') {
-    const quant = config.quant ?? { quantType: 'nf4', blocksize: 64, doubleQuant: true };
-    config.quant = quant;
-    const report = quantizeModel(model, quant);
-    hooks.log('info', `quantized ${report.layers.length} linear layers to ${report.quantType}${report.doubleQuant ? ' with double quantization' : ''}: ${report.bytesPerParameter.toFixed(3)} bytes per parameter`);
-  }
-  prepareAdapters(model, config, hooks);
-  const counts = countParameters(model);
-  hooks.log('info', formatTrainableParameters(counts));
+  let tokenizer: Tokenizer | undefined;
+  let counts: ReturnType<typeof countParameters>;
+  let train: TrainingExample[];
+  let validation: TrainingExample[];
+  try {
+    checkSequenceLength(config.maxSeqLength, modelConfig, config.modelPath);
+    tokenizer = await loadOptionalTokenizer(config.modelPath, hooks);
+    if (config.method === 'qlora') {
+      const quant = config.quant ?? { quantType: 'nf4', blocksize: 64, doubleQuant: true };
+      config.quant = quant;
+      const report = quantizeModel(model, quant);
+      hooks.log('info', `quantized ${report.layers.length} linear layers to ${report.quantType}${report.doubleQuant ? ' with double quantization' : ''}: ${report.bytesPerParameter.toFixed(3)} bytes per parameter`);
+    }
+    prepareAdapters(model, config, hooks);
+    counts = countParameters(model);
+    hooks.log('info', formatTrainableParameters(counts));
 
-  hooks.progress({ step: 0, totalSteps: 0, epoch: 0, phase: 'tokenizing' });
-  const { train, validation } = await loadExamples(config, tokenizer, hooks);
+    hooks.progress({ step: 0, totalSteps: 0, epoch: 0, phase: 'tokenizing' });
+    ({ train, validation } = await loadExamples(config, tokenizer, hooks, modelConfig.vocabSize));
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
   const padTokenId = tokenizer?.padTokenId ?? modelConfig.padTokenId ?? eosIds(modelConfig)[0] ?? 0;
   const trainer = new Trainer({ model, train, validation, settings: config, padTokenId, baseModel: config.modelPath });
 
@@ -178,19 +188,48 @@ async function loadOptionalTokenizer(modelDir: string, hooks: RunHooks): Promise
   }
 }
 
-/** Encodes the stored dataset(s) into training and validation examples. */
-export async function loadExamples(config: TrainConfig, tokenizer: Tokenizer | undefined, hooks: Pick<RunHooks, 'log'>): Promise<{ train: TrainingExample[]; validation: TrainingExample[] }> {
+/**
+ * Learned position embeddings (GPT-2) hold n_positions rows, so longer sequences have no
+ * position to look up; rotary positions (Llama, Qwen2) have no such table.
+ *
+ * @throws StudioError INVALID_ARGUMENT when `maxSeqLength` exceeds the learned positions.
+ */
+export function checkSequenceLength(maxSeqLength: number, modelConfig: ModelConfig, modelPath: string): void {
+  if (modelConfig.family !== 'gpt2' || maxSeqLength <= modelConfig.maxPositionEmbeddings) return;
+  throw new StudioError(
+    'INVALID_ARGUMENT',
+    `Max sequence length ${maxSeqLength} is longer than the ${modelConfig.maxPositionEmbeddings} learned positions (n_positions) of ${modelPath}.`,
+    `Lower max sequence length to ${modelConfig.maxPositionEmbeddings} or less.`,
+  );
+}
+
+/**
+ * Encodes the stored dataset(s) into training and validation examples. `vocabSize` (the
+ * model's config.json vocab_size) bounds the token ids and labels; records outside it are skipped.
+ */
+export async function loadExamples(
+  config: TrainConfig,
+  tokenizer: Tokenizer | undefined,
+  hooks: Pick<RunHooks, 'log'>,
+  vocabSize?: number,
+): Promise<{ train: TrainingExample[]; validation: TrainingExample[] }> {
   if (!config.datasetPath) {
     throw new StudioError('INVALID_ARGUMENT', 'The run has no dataset.', 'Import a dataset and choose it for the run.');
   }
+  const limit = vocabSize !== undefined && tokenizer ? Math.min(vocabSize, tokenizer.vocabSize) : (vocabSize ?? tokenizer?.vocabSize);
+  let firstSkip: string | undefined;
   const encodeAll = async (file: string) => {
     const examples: TrainingExample[] = [];
     let skipped = 0;
     let truncated = 0;
+    let line = 0;
     for await (const record of readNormalized(file)) {
-      const result = encodeRecord(record as NormalizedRecord, tokenizer, { maxSeqLength: config.maxSeqLength, trainOnPrompt: config.trainOnPrompt });
+      line++;
+      const result = encodeRecord(record as NormalizedRecord, tokenizer, { maxSeqLength: config.maxSeqLength, trainOnPrompt: config.trainOnPrompt, vocabSize: limit });
       if (!result.ok) {
         skipped++;
+        if (skipped === 1) hooks.log('warn', `record ${line} of ${file} skipped: ${result.message}`);
+        firstSkip ??= `record ${line}: ${result.message}`;
         continue;
       }
       if (result.truncated) truncated++;
@@ -207,7 +246,12 @@ export async function loadExamples(config: TrainConfig, tokenizer: Tokenizer | u
   else split = splitTrainValidation(all, config.validationSplit, config.seed);
   if (config.packing) split = { train: packExamples(split.train, config.maxSeqLength), validation: split.validation };
   if (split.train.length === 0) {
-    throw new StudioError('DATASET_EMPTY', `No training examples remain in ${config.datasetPath} after encoding.`, 'Check that rows have completion or assistant text; see the import report.');
+    const reason = firstSkip ? ` First skipped ${firstSkip}.` : '';
+    throw new StudioError(
+      'DATASET_EMPTY',
+      `No training examples remain in ${config.datasetPath} after encoding.${reason}`,
+      'Check that rows have completion or assistant text and token ids below the vocabulary size; see the import report.',
+    );
   }
   return split;
 }
