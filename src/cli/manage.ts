@@ -8,8 +8,8 @@ import type { RunRecord } from '../shared/records';
 import { selectBackend } from '../engine/backend';
 import { exportGgufAdapter, exportMergedModel, exportPeftAdapter, libraryVersions, type RunCard } from '../engine/export';
 import { loadTokenizer } from '../engine/tokenizer';
-import { formatHelp, parseCommand, requireFlag, stringFlag, type OptionTable } from './args';
-import { openContext } from './context';
+import { formatHelp, numberFlag, parseCommand, requireFlag, stringFlag, type OptionTable } from './args';
+import { assertNotLiveElsewhere, openContext } from './context';
 import { formatDuration } from './progress';
 import { printImportSummary, trainWithContext } from './train';
 
@@ -45,13 +45,14 @@ export async function datasetsCommand(argv: string[]): Promise<number> {
     if (action === 'import') {
       const file = positionals[0];
       if (!file) throw new StudioError('INVALID_ARGUMENT', 'datasets import needs a file.', 'Run: lora-studio datasets import data.jsonl');
+      const maxSeqLength = numberFlag(values, 'max-seq-length', { integer: true, min: 1 });
       const modelPath = stringFlag(values, 'model');
       const tokenizer = modelPath ? await loadTokenizer(path.resolve(modelPath)) : undefined;
       const dataset = await context.datasets.import(path.resolve(file), {
         name: stringFlag(values, 'name'),
         schemaOverride: stringFlag(values, 'schema') as never,
         tokenizer,
-        maxSeqLength: values['max-seq-length'] ? Number(values['max-seq-length']) : undefined,
+        maxSeqLength,
       });
       if (values.json) process.stdout.write(JSON.stringify(dataset, null, 2) + '\n');
       else {
@@ -103,6 +104,7 @@ export async function runsCommand(argv: string[]): Promise<number> {
       }
       case 'resume': {
         const id = requirePositional(positionals, 'runs resume RUN');
+        assertNotLiveElsewhere(context, id, 'resumed');
         context.jobs.resume(id);
         const run = await context.jobs.whenStopped(id);
         process.stdout.write(`run ${run.id}: ${run.status} after ${run.steps ?? 0} steps\n`);
@@ -111,6 +113,7 @@ export async function runsCommand(argv: string[]): Promise<number> {
       case 'delete': {
         const id = requirePositional(positionals, 'runs delete RUN --yes');
         if (!values.yes) throw new StudioError('INVALID_ARGUMENT', `Deleting run ${id} removes its checkpoints and exports.`, 'Add --yes to confirm.');
+        assertNotLiveElsewhere(context, id, 'deleted');
         const runDir = context.store.deleteRun(id);
         fs.rmSync(runDir, { recursive: true, force: true });
         process.stdout.write(`deleted ${id}\n`);
@@ -166,6 +169,7 @@ export async function backendCommand(argv: string[]): Promise<number> {
   if (values.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   else {
     process.stdout.write(`backend: ${report.chosen}${report.simd !== undefined ? ` (SIMD ${report.simd ? 'on' : 'off'})` : ''}\n`);
+    if (report.nativeMatMul) process.stdout.write(`  native matmul: ${report.nativeMatMul.enabled ? 'on' : 'off'}, ${report.nativeMatMul.detail}\n`);
     for (const attempt of report.attempts.filter((a) => !a.ok)) {
       process.stdout.write(`  ${attempt.name}: ${attempt.reason}${attempt.fix ? `\n    fix: ${attempt.fix}` : ''}\n`);
     }

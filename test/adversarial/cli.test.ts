@@ -104,7 +104,7 @@ describe('damaged data folders', () => {
   // cli/context.ts:48 runs mkdirSync(appDataDir) unguarded and errors.ts:54 passes Node's
   // error through as a payload, so the CLI prints "lora-studio: EEXIST: EEXIST: file already
   // exists, mkdir '...'" with a non-StudioError code and no hint about --data-dir.
-  it.fails('data folder that is a file is STORE_UNREADABLE', () => {
+  it('data folder that is a file is STORE_UNREADABLE', () => {
     const file = path.join(scratch, 'data-dir-file');
     fs.writeFileSync(file, 'x');
     const result = runCli(['runs', 'list'], file);
@@ -124,7 +124,7 @@ describe('flags the parser lets through', () => {
 
   // cli/manage.ts:54 converts --max-seq-length with Number() instead of numberFlag, so "abc"
   // becomes NaN, the import succeeds and the truncation count silently stays 0.
-  it.fails('datasets import --max-seq-length abc is rejected', () => {
+  it('datasets import --max-seq-length abc is rejected', () => {
     const result = runCli(['datasets', 'import', data, '--max-seq-length', 'abc'], path.join(scratch, 'import-flag'));
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('--max-seq-length');

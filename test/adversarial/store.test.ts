@@ -127,7 +127,7 @@ describe('a second process on the same folder', () => {
   // the first's write lock, then re-runs migration 1 and fails with STORE_UNREADABLE "table
   // models already exists" and a hint about disk space. Reading the version again inside a
   // BEGIN IMMEDIATE transaction (db.transaction(...).immediate()) makes the second a no-op.
-  it.fails('concurrent first open of a new folder succeeds', async () => {
+  it('concurrent first open of a new folder succeeds', async () => {
     const schema = schemaOf(freshDir('schema-source'));
     const dir = freshDir('first-open-race');
     const other = migrateElsewhere(path.join(dir, 'studio.db'), schema, 300);
@@ -145,7 +145,7 @@ describe('a second process on the same folder', () => {
   // only with recoverInterrupted). So `lora-studio runs list` while the web UI or another CLI
   // trains marks that live run interrupted. The owner later overwrites the status, but in
   // between the run looks dead and resumable, and `runs resume` starts a second worker on it.
-  it.fails('CLI context leaves a live run of another process running', async () => {
+  it('CLI context leaves a live run of another process running', async () => {
     const dir = freshDir('shared-list');
     const store = openStore(dir);
     const run = store.createRun(trainConfigFor(modelDir('llama-gqa-untied')));
@@ -164,7 +164,7 @@ describe('a second process on the same folder', () => {
   // no longer sees a live status, so `lora-studio runs delete RUN --yes` (cli/manage.ts:114)
   // deletes the history and rm -rf's the folder of a run that is still training. The owning
   // process then logs "Run ... was not found" for every message and exits with a stack trace.
-  it.fails('CLI context cannot delete a live run of another process', async () => {
+  it('CLI context cannot delete a live run of another process', async () => {
     const dir = freshDir('shared-delete');
     const store = openStore(dir);
     const run = store.createRun(trainConfigFor(modelDir('llama-gqa-untied')));
@@ -188,7 +188,7 @@ describe('worker reports', () => {
   // newer, so the steps between the last flush and the checkpoint are never written: a CLI run
   // killed at step ~110 with checkpoints every 20 steps resumed from step 120 and its history
   // lacks steps 108-120. Flushing the buffer before recording a checkpoint closes the gap.
-  it.fails('checkpoint is stored after the metrics before it', () => {
+  it('checkpoint is stored after the metrics before it', () => {
     const dir = freshDir('checkpoint-order');
     const store = openStore(dir);
     const transport = new ScriptedTransport();
@@ -209,7 +209,7 @@ describe('worker reports', () => {
   // jobs/index.ts:465 stores every totalSteps the worker reports, and a resumed worker first
   // reports { totalSteps: 0, phase: 'loading' } (train/run.ts:52). A resume that fails while
   // loading (its dataset was deleted, the model moved) leaves the run at "step 158 of 0".
-  it.fails('loading progress keeps the known total steps', () => {
+  it('loading progress keeps the known total steps', () => {
     const dir = freshDir('total-steps');
     const store = openStore(dir);
     const transport = new ScriptedTransport();
@@ -257,7 +257,7 @@ describe('dataset removal', () => {
   // in the worker with INTERNAL "ENOENT: no such file or directory, open
   // .../datasets/<id>/data.jsonl". Either removal should also count resumable runs that have
   // a checkpoint, or resume() should check the dataset and say which one is gone.
-  it.fails('dataset of a resumable run is kept', async () => {
+  it('dataset of a resumable run is kept', async () => {
     const dir = freshDir('dataset-resumable');
     const store = openStore(dir);
     const datasets = new DatasetService(dir, store);

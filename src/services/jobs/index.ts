@@ -440,6 +440,9 @@ export class JobManager extends EventEmitter<JobManagerEvents> {
         this.addLog(runId, message.level, message.message);
         return;
       case 'checkpoint':
+        // Resume deletes metrics newer than its checkpoint, so the rows up to the checkpoint must
+        // be stored before the checkpoint is, or a crash in between leaves a gap in the history.
+        this.writeBufferedMetrics(worker);
         this.recordArtifact(worker, 'checkpoint', message.path, message.step);
         return;
       case 'paused':
@@ -462,7 +465,8 @@ export class JobManager extends EventEmitter<JobManagerEvents> {
 
   private handleProgress(worker: LiveWorker, progress: ProgressInfo): void {
     worker.lastStep = Math.max(worker.lastStep ?? 0, progress.step);
-    if (Number.isInteger(progress.totalSteps) && progress.totalSteps !== worker.totalSteps) {
+    // A resumed worker reports 0 total steps while it loads; keep the total already known.
+    if (Number.isInteger(progress.totalSteps) && progress.totalSteps > 0 && progress.totalSteps !== worker.totalSteps) {
       worker.totalSteps = progress.totalSteps;
       this.emit('run-updated', this.store.setTotalSteps(worker.runId, progress.totalSteps));
     }
@@ -540,6 +544,15 @@ export class JobManager extends EventEmitter<JobManagerEvents> {
   }
 
   // Persistence helpers
+
+  /** Writes the buffered metrics now and keeps buffering later rows. */
+  private writeBufferedMetrics(worker: LiveWorker): void {
+    try {
+      worker.buffer.flush();
+    } catch (error) {
+      this.logger.error(`Failed to write metrics of run ${worker.runId}`, error);
+    }
+  }
 
   private flushMetrics(worker: LiveWorker): void {
     try {

@@ -237,7 +237,11 @@ function prepareStatements(db: Database.Database) {
     deleteDataset: db.prepare<[string]>('DELETE FROM datasets WHERE id = ?'),
     countLiveRunsOfDataset: db.prepare<[string], { count: number }>(
       `SELECT COUNT(*) AS count FROM runs
-       WHERE dataset_id = ? AND status IN ('queued', 'running', 'paused')`,
+       WHERE dataset_id = ? AND (
+         status IN ('queued', 'running', 'paused')
+         OR (status IN ('cancelled', 'interrupted', 'failed')
+             AND EXISTS (SELECT 1 FROM artifacts WHERE artifacts.run_id = runs.id AND artifacts.kind = 'checkpoint'))
+       )`,
     ),
 
     insertRun: db.prepare<[Record<string, unknown>], RunRow>(
@@ -475,7 +479,8 @@ export class RunStore {
   /**
    * Removes the dataset entry and returns its stored path; deleting the files is the caller's job.
    * Finished runs keep their config but lose the link (dataset_id becomes NULL). A dataset that a
-   * queued, running or paused run uses cannot be deleted.
+   * queued, running or paused run uses cannot be deleted, nor one that a cancelled, interrupted
+   * or failed run with a checkpoint uses, because resuming that run reads it again.
    */
   deleteDataset(id: string): string {
     const dataset = this.getDataset(id);
@@ -483,8 +488,8 @@ export class RunStore {
     if (count > 0) {
       throw new StudioError(
         'RUN_STATE',
-        `Dataset "${id}" is used by ${count} queued, running or paused run(s).`,
-        'Cancel those runs or wait until they finish, then delete the dataset.',
+        `Dataset "${id}" is used by ${count} queued, running or paused run(s), or by stopped runs with a checkpoint that can still be resumed.`,
+        'Wait until those runs finish, or delete the stopped runs that use it, then delete the dataset.',
       );
     }
     this.statements.deleteDataset.run(id);

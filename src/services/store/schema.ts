@@ -123,17 +123,24 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
  */
 export function migrate(db: Database.Database, migrations: readonly Migration[] = MIGRATIONS): number[] {
   const applied: number[] = [];
-  const current = readUserVersion(db);
 
-  for (let version = current; version < migrations.length; version++) {
+  for (let version = readUserVersion(db); version < migrations.length; version++) {
     const migration = migrations[version];
-    const apply = db.transaction(() => {
+    // BEGIN IMMEDIATE takes the write lock before user_version is read again, so when another
+    // process migrated the database meanwhile (two processes opening a new data folder at
+    // once), this one sees the new version and skips the migration instead of repeating it.
+    const apply = db.transaction((): boolean => {
+      if (readUserVersion(db) !== version) return false;
       migration.up(db);
       // user_version is part of the database header, so it commits or rolls back with the DDL.
       db.pragma(`user_version = ${version + 1}`);
+      return true;
     });
-    apply();
-    applied.push(version + 1);
+    if (apply.immediate()) {
+      applied.push(version + 1);
+    } else {
+      version = readUserVersion(db) - 1;
+    }
   }
 
   return applied;
