@@ -4,9 +4,10 @@
  * after validating them with the schemas in `shared/api`. This class never imports electron,
  * so the host passes its dialogs in.
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -346,21 +347,21 @@ export class Studio implements StudioApi {
   };
 
   /**
-   * Writes the export to `<destination>.partial-<time>` and renames it into place when complete,
-   * so a failed export never leaves a half-written folder under the requested name.
+   * Writes the export to a temporary `<destination>.partial-<pid>-<random>` folder and renames it
+   * into place when complete, so a failed export never leaves a half-written folder under the
+   * requested name. The rename never replaces a non-empty folder, so when two exports race for
+   * one destination, the second fails with EXPORT_FAILED and the first stays intact.
    */
   private async exportRun(request: ExportRequest): Promise<ExportResult> {
     const run = this.store.getRun(request.runId);
     const adapterDir = this.adapterDir(run);
     const destination = path.resolve(request.destination);
-    if (existsSync(destination) && (await readdir(destination)).length > 0) {
-      throw new StudioError('EXPORT_FAILED', `The destination ${destination} exists and is not empty.`, 'Choose a new or empty folder.');
-    }
-    const partial = `${destination}.partial-${Date.now()}`;
+    const partial = `${destination}.partial-${process.pid}-${randomBytes(6).toString('hex')}`;
     const report = (fraction: number, message: string) => this.emit('export-progress', { runId: run.id, kind: request.kind, fraction, message });
 
     this.options.logger.info(`Run ${run.id}: exporting ${request.kind} to ${destination}`);
     try {
+      await assertExportDestinationFree(destination);
       report(0, 'Preparing');
       await mkdir(path.dirname(destination), { recursive: true });
       const card = this.runCard(run);
@@ -381,14 +382,17 @@ export class Studio implements StudioApi {
         await exportMerged({ adapterDir, modelPath: run.modelPath, destination: partial, card });
       }
       report(0.95, 'Moving into place');
-      if (existsSync(destination)) await rm(destination, { recursive: true });
-      await rename(partial, destination);
+      await moveExportIntoPlace(partial, destination);
       report(1, 'Done');
     } catch (error) {
-      await rm(partial, { recursive: true, force: true });
+      try {
+        await rm(partial, { recursive: true, force: true });
+      } catch (cleanupError) {
+        this.options.logger.warn(`Run ${run.id}: could not remove the temporary export folder ${partial}`, cleanupError);
+      }
       const payload = toErrorPayload(error);
       this.options.logger.error(`Run ${run.id}: export to ${destination} failed: ${payload.message}`);
-      if (payload.code !== 'INTERNAL') throw error;
+      if (error instanceof StudioError && error.code !== 'INTERNAL') throw error;
       throw new StudioError('EXPORT_FAILED', `Export of run ${run.id} to ${destination} failed: ${payload.message}`, 'Check that the folder is writable and the disk has space.');
     }
     this.store.addArtifact({ runId: run.id, kind: request.kind === 'peft' ? 'adapter' : request.kind, path: destination, step: run.steps, sizeBytes: measure(destination) });
@@ -706,6 +710,57 @@ async function generateText(options: { modelPath: string; adapterDir?: string; p
   } finally {
     model.dispose();
   }
+}
+
+/** Raises EXPORT_FAILED when `destination` is a file or a folder that is not empty. */
+async function assertExportDestinationFree(destination: string): Promise<void> {
+  let entries: string[];
+  try {
+    if (!(await stat(destination)).isDirectory()) {
+      throw new StudioError('EXPORT_FAILED', `The destination ${destination} is a file, not a folder.`, 'Choose a new or empty folder.');
+    }
+    entries = await readdir(destination);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
+  }
+  if (entries.length > 0) {
+    throw new StudioError('EXPORT_FAILED', `The destination ${destination} exists and is not empty.`, 'Choose a new or empty folder.');
+  }
+}
+
+/**
+ * Renames the finished export onto `destination`. An empty folder there is replaced; a folder
+ * that another export filled meanwhile is kept and the move fails with EXPORT_FAILED.
+ */
+async function moveExportIntoPlace(partial: string, destination: string): Promise<void> {
+  try {
+    await rename(partial, destination);
+    return;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOTEMPTY' || code === 'EEXIST') throw destinationTaken(destination);
+    if (code !== 'EISDIR' && code !== 'EPERM' && code !== 'EACCES') throw error;
+  }
+
+  // Some platforms refuse to rename onto an existing folder even when it is empty. rmdir removes
+  // only an empty folder, so a finished export that appeared there is never deleted.
+  try {
+    await rmdir(destination);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOTEMPTY' || code === 'EEXIST') throw destinationTaken(destination);
+    throw error;
+  }
+  await rename(partial, destination);
+}
+
+function destinationTaken(destination: string): StudioError {
+  return new StudioError(
+    'EXPORT_FAILED',
+    `The destination ${destination} was filled by another export while this one was written.`,
+    'Choose a new or empty folder and export again.',
+  );
 }
 
 /**

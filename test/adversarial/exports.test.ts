@@ -97,7 +97,7 @@ describe('export destinations', () => {
   // studio.ts:356 calls readdir(destination) outside the try block, so a destination that is a
   // file raises Node's ENOTDIR error as it is: no EXPORT_FAILED, and the payload problem of
   // errors.ts:54 leaves it without a message over HTTP.
-  it.fails('destination that is a file is EXPORT_FAILED', async () => {
+  it('destination that is a file is EXPORT_FAILED', async () => {
     const run = seedCompletedRun(studio.store, 'llama-gqa-untied', 'onto-file');
     const destination = path.join(scratch, 'a-file');
     fs.writeFileSync(destination, 'keep me');
@@ -110,7 +110,7 @@ describe('export destinations', () => {
   // rm(partial, { force: true }), throws ENOTDIR itself (force ignores only ENOENT). That raw
   // error escapes the catch, so neither EXPORT_FAILED nor a message reaches the caller; line
   // 391 would also re-raise any non-INTERNAL payload, such as ENOTDIR, as it is.
-  it.fails('destination under a file is EXPORT_FAILED', async () => {
+  it('destination under a file is EXPORT_FAILED', async () => {
     const run = seedCompletedRun(studio.store, 'llama-gqa-untied', 'under-file');
     const parent = path.join(scratch, 'parent-file');
     fs.writeFileSync(parent, 'x');
@@ -127,7 +127,7 @@ describe('export destinations', () => {
   // same millisecond they also share the `.partial-<ms>` folder, and the second one's cleanup
   // can delete the first one's files.) The emptiness check belongs at the rename (rename onto
   // an empty folder only, or a per-destination lock), and the partial name needs a unique part.
-  it.fails('second concurrent export to one folder is rejected', async () => {
+  it('second concurrent export to one folder is rejected', async () => {
     const gates: (() => void)[] = [];
     const engine = defaultEngineHooks();
     const gated = Studio.open({
