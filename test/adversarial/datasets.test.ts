@@ -94,7 +94,7 @@ describe('files rejected with a named cause', () => {
   // formats.ts:89 readHead opens the path and reads it without checking for a folder, so the
   // read raises a raw EISDIR error. Over the web bridge it arrives as {"code":"EISDIR"} with no
   // message (see errors.test.ts); on the CLI as "EISDIR: EISDIR: illegal operation...".
-  it.fails('folder instead of file is NOT_FOUND or DATASET_PARSE', async () => {
+  it('folder instead of file is NOT_FOUND or DATASET_PARSE', async () => {
     const folder = path.join(scratch, 'folder.jsonl');
     fs.mkdirSync(folder);
     const error = await catchStudioErrorAsync(() => importDataset(folder, { appDataDir }));

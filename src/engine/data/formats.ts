@@ -94,9 +94,13 @@ async function readHead(filePath: string): Promise<Buffer> {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new StudioError('NOT_FOUND', `Dataset file not found: ${filePath}`, 'Check the path and try again.');
     }
-    throw error;
+    throw new StudioError('DATASET_PARSE', `Cannot open the dataset file ${filePath}: ${(error as Error).message}`, 'Check that the path names a readable file.');
   }
   try {
+    const info = await handle.stat();
+    if (!info.isFile()) {
+      throw new StudioError('NOT_FOUND', `Dataset path ${filePath} is ${info.isDirectory() ? 'a folder' : 'not a regular file'}.`, 'Pick the dataset file inside the folder (.jsonl, .json, .csv, .tsv, .parquet or .txt).');
+    }
     const buffer = Buffer.alloc(SNIFF_BYTES);
     const { bytesRead } = await handle.read(buffer, 0, SNIFF_BYTES, 0);
     return buffer.subarray(0, bytesRead);

@@ -42,6 +42,15 @@ export interface LoadedAdapter {
   modules: string[];
 }
 
+/** PEFT's LoraConfig default lora_alpha=8, used when adapter_config.json has no lora_alpha. */
+const PEFT_DEFAULT_LORA_ALPHA = 8;
+
+function checkAlpha(value: unknown, key: string, file: string): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new StudioError('MODEL_FORMAT', `${file}: "${key}" must be a positive number, got ${JSON.stringify(value)}.`, 'Set it to the alpha the adapter was trained with (PEFT defaults lora_alpha to 8).');
+  }
+}
+
 /** Reads an adapter folder's config and checks the options this engine cannot honour. */
 export function readAdapterConfig(dir: string): PeftAdapterConfig {
   const file = path.join(dir, 'adapter_config.json');
@@ -54,6 +63,12 @@ export function readAdapterConfig(dir: string): PeftAdapterConfig {
   } catch (error) {
     throw new StudioError('MODEL_FORMAT', `${file} is not valid JSON: ${(error as Error).message}.`, 'Re-save the adapter.');
   }
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+    const got = config === null ? 'null' : Array.isArray(config) ? 'an array' : typeof config;
+    throw new StudioError('MODEL_FORMAT', `${file} must hold a JSON object, got ${got}.`, 'Re-save the adapter (model.save_pretrained).');
+  }
+  if (config.lora_alpha !== undefined && config.lora_alpha !== null) checkAlpha(config.lora_alpha, 'lora_alpha', file);
+  for (const [pattern, alpha] of Object.entries(config.alpha_pattern ?? {})) checkAlpha(alpha, `alpha_pattern["${pattern}"]`, file);
   if (config.peft_type !== 'LORA') {
     throw new StudioError('MODEL_UNSUPPORTED', `${file}: peft_type "${config.peft_type}" is not supported.`, 'Only LoRA adapters (peft_type LORA) can be loaded.');
   }
@@ -137,7 +152,7 @@ export function loadAdapter(model: CausalLM, dir: string): LoadedAdapter {
     const loraA = tf.tensor2d(readTensorAsFloat32(header, keys.a!), a.shape as [number, number]);
     const loraB = tf.tensor2d(readTensorAsFloat32(header, keys.b!), b.shape as [number, number]);
     try {
-      const alpha = patternValue(config.alpha_pattern, name) ?? config.lora_alpha;
+      const alpha = patternValue(config.alpha_pattern, name) ?? config.lora_alpha ?? PEFT_DEFAULT_LORA_ALPHA;
       attachLora(layer, loraA, loraB, alpha, config.use_rslora === true, config.lora_dropout ?? 0);
     } finally {
       loraA.dispose();
@@ -159,7 +174,7 @@ export function settingsFromConfig(config: PeftAdapterConfig): LoraSettings {
   const layersToTransform = config.layers_to_transform;
   return {
     r: config.r,
-    loraAlpha: config.lora_alpha,
+    loraAlpha: config.lora_alpha ?? PEFT_DEFAULT_LORA_ALPHA,
     loraDropout: config.lora_dropout ?? 0,
     targetModules,
     layersToTransform: layersToTransform === null || layersToTransform === undefined ? undefined : Array.isArray(layersToTransform) ? layersToTransform : [layersToTransform],

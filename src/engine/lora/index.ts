@@ -83,6 +83,16 @@ export function applyLora(model: CausalLM, settings: LoraSettings, seed: number)
 /** Sets a layer's LoRA weights (copied into new trainable variables). */
 export function attachLora(layer: Linear, loraA: tf.Tensor2D, loraB: tf.Tensor2D, loraAlpha: number, useRslora: boolean, dropout: number): void {
   const rank = loraA.shape[0];
+  if (rank === 0) {
+    throw new StudioError(
+      'SHAPE_MISMATCH',
+      `LoRA weights for ${layer.name} have rank 0 (lora_A [${loraA.shape}], lora_B [${loraB.shape}]); the scale alpha / r needs r of at least 1.`,
+      'The adapter file holds no LoRA weights; re-save it from the trained model.',
+    );
+  }
+  if (typeof loraAlpha !== 'number' || !Number.isFinite(loraAlpha)) {
+    throw new StudioError('ADAPTER_MISMATCH', `LoRA alpha for ${layer.name} must be a finite number, got ${loraAlpha}.`, 'Set lora_alpha to the value the adapter was trained with.');
+  }
   if (loraA.shape[1] !== layer.inFeatures || loraB.shape[0] !== layer.outFeatures || loraB.shape[1] !== rank) {
     throw new StudioError(
       'SHAPE_MISMATCH',

@@ -54,7 +54,11 @@ export interface ModelConfig {
 }
 
 /** Turns a parsed config.json into a ModelConfig; `source` names the file in errors. */
-export function parseModelConfig(raw: Record<string, unknown>, source: string): ModelConfig {
+export function parseModelConfig(value: unknown, source: string): ModelConfig {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new StudioError('MODEL_FORMAT', `${source} must hold a JSON object, got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value}.`, 'Restore config.json from the model repository.');
+  }
+  const raw = value as Record<string, unknown>;
   const architectures = raw.architectures;
   const architecture = Array.isArray(architectures) ? String(architectures[0]) : undefined;
   if (!architecture || !(SUPPORTED_ARCHITECTURES as readonly string[]).includes(architecture)) {
@@ -91,7 +95,7 @@ function parseGpt2(raw: Record<string, unknown>, source: string): ModelConfig {
     headDim: divide(hiddenSize, numHeads, 'n_embd', 'n_head', source),
     intermediateSize: typeof raw.n_inner === 'number' ? raw.n_inner : 4 * hiddenSize,
     maxPositionEmbeddings: get('n_positions'),
-    normEps: typeof raw.layer_norm_epsilon === 'number' ? raw.layer_norm_epsilon : 1e-5,
+    normEps: optionalPositive(raw, 'layer_norm_epsilon', 1e-5, source),
     ropeTheta: 0,
     tieWordEmbeddings: raw.tie_word_embeddings !== false,
     qkvBias: true,
@@ -132,8 +136,8 @@ function parseLlamaLike(arch: Architecture, raw: Record<string, unknown>, source
     headDim,
     intermediateSize: get('intermediate_size'),
     maxPositionEmbeddings: typeof raw.max_position_embeddings === 'number' ? raw.max_position_embeddings : 2048,
-    normEps: typeof raw.rms_norm_eps === 'number' ? raw.rms_norm_eps : 1e-6,
-    ropeTheta: typeof raw.rope_theta === 'number' ? raw.rope_theta : 10000,
+    normEps: optionalPositive(raw, 'rms_norm_eps', 1e-6, source),
+    ropeTheta: optionalPositive(raw, 'rope_theta', 10000, source),
     ropeScaling: parseRopeScaling(raw.rope_scaling, source),
     tieWordEmbeddings: raw.tie_word_embeddings === true,
     qkvBias: arch === 'Qwen2ForCausalLM' ? true : attentionBias,
@@ -178,6 +182,16 @@ function numberReader(raw: Record<string, unknown>, source: string) {
     }
     return value;
   };
+}
+
+/** An optional positive setting: `fallback` when absent or null, MODEL_FORMAT when not a positive finite number. */
+function optionalPositive(raw: Record<string, unknown>, key: string, fallback: number, source: string): number {
+  const value = raw[key];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new StudioError('MODEL_FORMAT', `${source}: "${key}" must be a positive number, got ${JSON.stringify(value)}.`, `Check the config file; the usual value is ${fallback}.`);
+  }
+  return value;
 }
 
 function divide(a: number, b: number, aKey: string, bKey: string, source: string): number {

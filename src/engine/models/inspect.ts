@@ -50,6 +50,13 @@ export function inspectModel(dir: string): ModelInfo {
   } catch (error) {
     throw new StudioError('MODEL_FORMAT', `${configPath} is not valid JSON: ${(error as Error).message}.`, 'Re-download config.json.');
   }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new StudioError('MODEL_FORMAT', `${configPath} must hold a JSON object, got ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw}.`, 'Re-download config.json.');
+  }
+  const singleWeights = path.join(absolute, 'model.safetensors');
+  if (fs.existsSync(singleWeights) && !fs.statSync(singleWeights).isFile()) {
+    throw new StudioError('MODEL_FORMAT', `${singleWeights} is a folder, not a safetensors file.`, 'Replace it with the weights file downloaded from the model repository.');
+  }
 
   let config: ModelConfig | undefined;
   let unsupportedReason: string | undefined;

@@ -86,6 +86,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
       }
       tensors.set(name, validateEntry(file, name, entry, dataStart, fileSize));
     }
+    checkNoOverlap(file, tensors);
     return { file, tensors, metadata };
   } finally {
     fs.closeSync(fd);
@@ -120,6 +121,18 @@ function validateEntry(file: string, name: string, entry: unknown, dataStart: nu
     throw formatError(file, `tensor "${name}" ends at byte ${end} but the file has ${fileSize} bytes (truncated file?)`);
   }
   return { dtype, shape: shape as number[], begin, end };
+}
+
+/** Two tensors must not share bytes: each range ends at or before the next one begins. */
+function checkNoOverlap(file: string, tensors: Map<string, TensorInfo>): void {
+  const ranges = [...tensors].filter(([, info]) => info.end > info.begin).sort(([, a], [, b]) => a.begin - b.begin || a.end - b.end);
+  for (let i = 1; i < ranges.length; i++) {
+    const [previousName, previous] = ranges[i - 1];
+    const [name, info] = ranges[i];
+    if (info.begin < previous.end) {
+      throw formatError(file, `the data of tensors "${previousName}" and "${name}" overlap (bytes ${previous.begin}-${previous.end} and ${info.begin}-${info.end})`);
+    }
+  }
 }
 
 /** Reads one tensor as float32 (F16, BF16 and F64 are converted). */
@@ -296,8 +309,12 @@ function floatToBf16(value: number): number {
 
 function openForReading(file: string): number {
   try {
+    if (fs.statSync(file).isDirectory()) {
+      throw new StudioError('MODEL_FORMAT', `${file} is a folder, not a safetensors file.`, 'Replace it with the weights file downloaded from the model repository.');
+    }
     return fs.openSync(file, 'r');
   } catch (error) {
+    if (error instanceof StudioError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
       throw new StudioError('MODEL_FILES_MISSING', `${file} does not exist.`, 'Check the folder and that every shard was downloaded.');
