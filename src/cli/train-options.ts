@@ -1,6 +1,7 @@
 /**
  * The training flags shared by `train` and `demo`, and their mapping onto TrainConfig.
  */
+import { trainConfigSchema } from '../shared/api';
 import { StudioError } from '../shared/errors';
 import { DEFAULT_TRAIN_CONFIG, type Schedule, type TrainConfig } from '../shared/train-config';
 import { numberFlag, stringFlag, type OptionTable } from './args';
@@ -135,5 +136,65 @@ export function configFromFlags(values: Record<string, unknown>, modelPath: stri
     }
     config.lora.layersToTransform = list;
   }
+  assertApiAccepts(config);
   return config;
+}
+
+/** The flag that sets each TrainConfig field, keyed by the field's path. */
+const FLAG_BY_FIELD: Record<string, string> = {
+  name: 'name',
+  modelPath: 'model',
+  validationPath: 'validation',
+  validationSplit: 'validation-split',
+  method: 'method',
+  'lora.r': 'lora-r',
+  'lora.loraAlpha': 'lora-alpha',
+  'lora.loraDropout': 'lora-dropout',
+  'lora.targetModules': 'target-modules',
+  'lora.layersToTransform': 'layers-to-transform',
+  'lora.useRslora': 'rslora',
+  'lora.initLoraWeights': 'init-lora-weights',
+  'quant.quantType': 'quant-type',
+  'quant.blocksize': 'quant-blocksize',
+  'quant.doubleQuant': 'no-double-quant',
+  initAdapter: 'init-adapter',
+  learningRate: 'lr',
+  weightDecay: 'weight-decay',
+  adamBeta1: 'adam-beta1',
+  adamBeta2: 'adam-beta2',
+  adamEpsilon: 'adam-epsilon',
+  schedule: 'schedule',
+  warmupSteps: 'warmup-steps',
+  maxSteps: 'max-steps',
+  epochs: 'epochs',
+  batchSize: 'batch-size',
+  gradientAccumulationSteps: 'grad-accum',
+  maxGradNorm: 'max-grad-norm',
+  maxSeqLength: 'max-seq-length',
+  evalSteps: 'eval-steps',
+  saveSteps: 'save-steps',
+  seed: 'seed',
+  samplePrompts: 'sample-prompt',
+  backend: 'backend',
+};
+
+/**
+ * Raises INVALID_ARGUMENT, naming the flag, when the settings break a limit of the schema that
+ * the web UI and desktop requests pass, so the CLI starts no run those would reject.
+ */
+function assertApiAccepts(config: TrainConfig): void {
+  // The dataset is imported after the flags are read, so a placeholder id stands in for it.
+  const result = trainConfigSchema.safeParse({ ...config, datasetId: config.datasetId ?? 'pending' });
+  if (result.success) return;
+
+  const issue = result.error.issues[0];
+  const field = issue.path.map(String).filter((part) => !/^\d+$/.test(part)).join('.');
+  const flag = FLAG_BY_FIELD[field];
+  const value = issue.path.reduce<unknown>((node, key) => (node as Record<PropertyKey, unknown> | undefined)?.[key as PropertyKey], config);
+  const subject = flag ? `--${flag}` : field || 'the training settings';
+  throw new StudioError(
+    'INVALID_ARGUMENT',
+    `${subject}: ${issue.message.replace(/\.$/, '')}. Received: ${JSON.stringify(value)}.`,
+    flag ? `Change --${flag} to a value within the limit.` : 'Change the training flags to values within the limits.',
+  );
 }
