@@ -23,6 +23,8 @@ import type { Logger } from '../services/jobs';
 export const TOKEN_HEADER = 'x-studio-token';
 const TOKEN_COOKIE = 'studio_token';
 const MAX_BODY_BYTES = 1024 * 1024;
+/** Deepest array or object nesting a request body may have; requests nest a few levels at most. */
+const MAX_BODY_DEPTH = 64;
 const HEARTBEAT_MS = 15_000;
 
 export const CONTENT_SECURITY_POLICY =
@@ -67,6 +69,7 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   MODEL_FILES_MISSING: 422,
   MODEL_FORMAT: 422,
   TOKENIZER_MISSING: 422,
+  EXPORT_FAILED: 422,
 };
 
 const MIME_TYPES: Record<string, string> = {
@@ -174,7 +177,13 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
     if (queryToken && sameToken(queryToken, token)) {
       response.setHeader('set-cookie', `${TOKEN_COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/`);
     }
-    const relative = decodeURIComponent(url.pathname === '/' ? '/index.html' : url.pathname);
+    let relative: string;
+    try {
+      relative = decodeURIComponent(url.pathname === '/' ? '/index.html' : url.pathname);
+    } catch {
+      sendError(response, { code: 'INVALID_ARGUMENT', message: `The path ${url.pathname} has malformed percent-encoding.`, hint: 'Encode each byte as % followed by two hex digits.' }, 400);
+      return;
+    }
     const file = path.resolve(rendererDir, `.${relative}`);
     if (!file.startsWith(rendererDir + path.sep) || !existsSync(file) || !statSync(file).isFile()) {
       if (!existsSync(path.join(rendererDir, 'index.html'))) {
@@ -255,11 +264,36 @@ async function readJsonBody(request: IncomingMessage): Promise<unknown> {
   }
   const text = Buffer.concat(chunks).toString('utf8');
   if (!text.trim()) return undefined;
+  let body: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    body = JSON.parse(text) as unknown;
   } catch (error) {
     throw new StudioError('INVALID_ARGUMENT', `The request body is not valid JSON: ${(error as Error).message}.`, 'Send a JSON object.');
   }
+  const depth = nestingDepth(body, MAX_BODY_DEPTH);
+  if (depth > MAX_BODY_DEPTH) {
+    throw new StudioError('INVALID_ARGUMENT', `The request body nests arrays or objects more than ${MAX_BODY_DEPTH} levels deep.`, 'Send a flatter JSON object.');
+  }
+  return body;
+}
+
+/**
+ * Returns how deeply arrays and objects nest in a parsed JSON value, counting at most `limit + 1`
+ * levels. It walks with an explicit stack because schema checks and error messages recurse
+ * into the value and would overflow the call stack on a body nested thousands of levels deep.
+ */
+function nestingDepth(value: unknown, limit: number): number {
+  let deepest = 0;
+  const pending: [unknown, number][] = [[value, 0]];
+  while (pending.length > 0) {
+    const [node, depth] = pending.pop()!;
+    if (node === null || typeof node !== 'object') continue;
+    const level = depth + 1;
+    deepest = Math.max(deepest, level);
+    if (level > limit) return level;
+    for (const child of Object.values(node)) pending.push([child, level]);
+  }
+  return deepest;
 }
 
 function methodNotAllowed(method: string | undefined): ErrorPayload {

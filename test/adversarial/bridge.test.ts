@@ -127,7 +127,7 @@ describe('requests that never reach a service', () => {
 
   // server/index.ts:177 calls decodeURIComponent on the static path without a try, so
   // "/%E0%A4%A" returns 500 INTERNAL "URI malformed" instead of a 400 or 404.
-  it.fails('malformed percent-encoding is a client error', async () => {
+  it('malformed percent-encoding is a client error', async () => {
     const response = await fetch(`${bridge.url}/%E0%A4%A`, { headers: { [TOKEN_HEADER]: bridge.token } });
     expect(response.status).toBeLessThan(500);
   });
@@ -135,7 +135,7 @@ describe('requests that never reach a service', () => {
   // A 100000-deep JSON array parses, then fails the schema, and describeIssues' preview
   // (shared/api.ts:566, JSON.stringify of the received value) overflows the stack, so the
   // response is 500 INTERNAL "Maximum call stack size exceeded" instead of 400.
-  it.fails('deeply nested body is 400', async () => {
+  it('deeply nested body is 400', async () => {
     const reply = await call('/api/runs/get', '['.repeat(100_000) + ']'.repeat(100_000));
     expect(reply.status).toBe(400);
   });
@@ -154,7 +154,7 @@ describe('requests with bad paths', () => {
 
   // STATUS_BY_CODE (server/index.ts:60) has no EXPORT_FAILED entry, so "destination exists and
   // is not empty" is a 500 server error although the request is what has to change.
-  it.fails('export to a non-empty folder is a client error', async () => {
+  it('export to a non-empty folder is a client error', async () => {
     const destination = path.join(scratch, 'export-non-empty');
     fs.mkdirSync(destination, { recursive: true });
     fs.writeFileSync(path.join(destination, 'keep.txt'), 'keep');
