@@ -101,9 +101,8 @@ describe('damaged data folders', () => {
     expect(fs.readFileSync(path.join(dataDir, 'studio.db')).equals(garbage)).toBe(true);
   });
 
-  // cli/context.ts:48 runs mkdirSync(appDataDir) unguarded and errors.ts:54 passes Node's
-  // error through as a payload, so the CLI prints "lora-studio: EEXIST: EEXIST: file already
-  // exists, mkdir '...'" with a non-StudioError code and no hint about --data-dir.
+  // mkdirSync on a path that is a file fails with EEXIST. The CLI reports it as STORE_UNREADABLE
+  // naming the path, with a hint about --data-dir, instead of Node's raw error.
   it('data folder that is a file is STORE_UNREADABLE', () => {
     const file = path.join(scratch, 'data-dir-file');
     fs.writeFileSync(file, 'x');
@@ -122,8 +121,7 @@ describe('flags the parser lets through', () => {
     expect(result.stderr).not.toMatch(STACK_FRAME);
   });
 
-  // cli/manage.ts:54 converts --max-seq-length with Number() instead of numberFlag, so "abc"
-  // becomes NaN, the import succeeds and the truncation count silently stays 0.
+  // Number("abc") is NaN, which would let the import succeed with a truncation count of 0.
   it('datasets import --max-seq-length abc is rejected', () => {
     const result = runCli(['datasets', 'import', data, '--max-seq-length', 'abc'], path.join(scratch, 'import-flag'));
     expect(result.code).toBe(2);

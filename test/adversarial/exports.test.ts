@@ -94,9 +94,8 @@ describe('export destinations', () => {
     expect(fs.existsSync(path.join(scratch, 'never'))).toBe(false);
   });
 
-  // studio.ts:356 calls readdir(destination) outside the try block, so a destination that is a
-  // file raises Node's ENOTDIR error as it is: no EXPORT_FAILED, and the payload problem of
-  // errors.ts:54 leaves it without a message over HTTP.
+  // A destination that is a file must fail as EXPORT_FAILED naming it, not as Node's ENOTDIR,
+  // which reaches HTTP callers without a message.
   it('destination that is a file is EXPORT_FAILED', async () => {
     const run = seedCompletedRun(studio.store, 'llama-gqa-untied', 'onto-file');
     const destination = path.join(scratch, 'a-file');
@@ -106,10 +105,8 @@ describe('export destinations', () => {
     expect(error.message).toContain(destination);
   });
 
-  // The export fails inside the try block, and then the cleanup at studio.ts:388,
-  // rm(partial, { force: true }), throws ENOTDIR itself (force ignores only ENOENT). That raw
-  // error escapes the catch, so neither EXPORT_FAILED nor a message reaches the caller; line
-  // 391 would also re-raise any non-INTERNAL payload, such as ENOTDIR, as it is.
+  // Here the export fails inside its try block, and the cleanup of the temporary folder fails with
+  // ENOTDIR too (rm with force ignores only ENOENT). Neither error may escape unwrapped.
   it('destination under a file is EXPORT_FAILED', async () => {
     const run = seedCompletedRun(studio.store, 'llama-gqa-untied', 'under-file');
     const parent = path.join(scratch, 'parent-file');
@@ -120,13 +117,10 @@ describe('export destinations', () => {
     expect(error.message).toContain(destination);
   });
 
-  // studio.ts:356 checks that the destination is empty before any await, and line 384 deletes
-  // whatever is at the destination right before the rename. Two exports to one new folder
-  // (two browser tabs, a double click) both pass the check, so the one that finishes second
-  // deletes the first one's finished export and both report success. (When both start in the
-  // same millisecond they also share the `.partial-<ms>` folder, and the second one's cleanup
-  // can delete the first one's files.) The emptiness check belongs at the rename (rename onto
-  // an empty folder only, or a per-destination lock), and the partial name needs a unique part.
+  // Two exports to one new folder (two browser tabs, a double click) both pass the emptiness check
+  // at the start. The final rename never replaces a non-empty folder, so the one that finishes
+  // second fails and the first one's finished export stays. Each export also has its own
+  // temporary folder, so exports started in the same millisecond cannot share one.
   it('second concurrent export to one folder is rejected', async () => {
     const gates: (() => void)[] = [];
     const engine = defaultEngineHooks();

@@ -109,6 +109,10 @@ describe('CLI settings the API rejects', () => {
     ['--grad-accum 100000', { 'grad-accum': '100000' }],
   ];
   for (const [label, values] of cases) {
+    // The CLI builds TrainConfig with its own flag bounds (numberFlag without `max`). The result must
+    // also pass trainConfigSchema, which the web UI and IPC requests pass, or the CLI would queue runs
+    // those reject: r=100000 allocates rank-100000 LoRA matrices (an OOM on a real model), batch
+    // 100000 and 10^9 steps run for days, and lr 1e9 diverges.
     it(`${label} is rejected like the API rejects it`, () => {
       let config: TrainConfig | undefined;
       let error: unknown;

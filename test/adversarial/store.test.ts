@@ -121,12 +121,10 @@ function migrateElsewhere(file: string, schema: { statements: string[]; version:
 }
 
 describe('a second process on the same folder', () => {
-  // schema.ts:126 reads user_version before, and outside of, the migration transaction, which
-  // is a deferred BEGIN (line 130). When two processes open a new data folder at once (the web
-  // bridge and a CLI command, or two CLI commands), both read version 0, the second waits for
-  // the first's write lock, then re-runs migration 1 and fails with STORE_UNREADABLE "table
-  // models already exists" and a hint about disk space. Reading the version again inside a
-  // BEGIN IMMEDIATE transaction (db.transaction(...).immediate()) makes the second a no-op.
+  // When two processes open a new data folder at once (the web bridge and a CLI command, or two
+  // CLI commands), the second waits for the first one's write lock. migrate() reads user_version
+  // again inside BEGIN IMMEDIATE, so the second sees the finished migration and skips it instead
+  // of failing with "table models already exists".
   it('concurrent first open of a new folder succeeds', async () => {
     const schema = schemaOf(freshDir('schema-source'));
     const dir = freshDir('first-open-race');
@@ -140,11 +138,9 @@ describe('a second process on the same folder', () => {
     }
   });
 
-  // cli/context.ts:50 calls markInterruptedOnStartup() for every CLI command, without the
-  // studio.lock check that the web bridge does (server/main.ts acquireDataDirLock, and Studio
-  // only with recoverInterrupted). So `lora-studio runs list` while the web UI or another CLI
-  // trains marks that live run interrupted. The owner later overwrites the status, but in
-  // between the run looks dead and resumable, and `runs resume` starts a second worker on it.
+  // A CLI command marks runs interrupted only when it holds studio.lock. Without the lock, a
+  // `running` run may be training in the web bridge or another CLI that holds it, and marking it
+  // interrupted would make it look dead and resumable.
   it('CLI context leaves a live run of another process running', async () => {
     const dir = freshDir('shared-list');
     const store = openStore(dir);
@@ -160,10 +156,8 @@ describe('a second process on the same folder', () => {
     }
   });
 
-  // Same cause, worse effect: after openContext marked the run interrupted, RunStore.deleteRun
-  // no longer sees a live status, so `lora-studio runs delete RUN --yes` (cli/manage.ts:114)
-  // deletes the history and rm -rf's the folder of a run that is still training. The owning
-  // process then logs "Run ... was not found" for every message and exits with a stack trace.
+  // The run keeps its live status, so `lora-studio runs delete RUN --yes` cannot remove the
+  // history and folder of a run that another process is still training.
   it('CLI context cannot delete a live run of another process', async () => {
     const dir = freshDir('shared-delete');
     const store = openStore(dir);
@@ -182,12 +176,10 @@ describe('a second process on the same folder', () => {
 });
 
 describe('worker reports', () => {
-  // jobs/index.ts:443 records a checkpoint artifact at once, while the step metrics before it
-  // sit in the MetricsBuffer (up to 50 rows or 1 s). When the process dies in that window
-  // (SIGKILL, power loss), resume() picks that checkpoint and deleteMetricsAfter keeps nothing
-  // newer, so the steps between the last flush and the checkpoint are never written: a CLI run
-  // killed at step ~110 with checkpoints every 20 steps resumed from step 120 and its history
-  // lacks steps 108-120. Flushing the buffer before recording a checkpoint closes the gap.
+  // Step metrics wait in the MetricsBuffer (up to 50 rows or 1 s). resume() deletes metrics newer
+  // than the checkpoint it picks, so when the process dies (SIGKILL, power loss) after a checkpoint
+  // is stored but before the buffer is, the history would lack the steps before that checkpoint.
+  // The buffer is written before each checkpoint is recorded.
   it('checkpoint is stored after the metrics before it', () => {
     const dir = freshDir('checkpoint-order');
     const store = openStore(dir);
@@ -206,9 +198,8 @@ describe('worker reports', () => {
     transport.exit(0, null);
   });
 
-  // jobs/index.ts:465 stores every totalSteps the worker reports, and a resumed worker first
-  // reports { totalSteps: 0, phase: 'loading' } (train/run.ts:52). A resume that fails while
-  // loading (its dataset was deleted, the model moved) leaves the run at "step 158 of 0".
+  // A resumed worker first reports { totalSteps: 0, phase: 'loading' }. A resume that fails while
+  // loading (its dataset was deleted, the model moved) must not leave the run at "step 158 of 0".
   it('loading progress keeps the known total steps', () => {
     const dir = freshDir('total-steps');
     const store = openStore(dir);
@@ -252,11 +243,8 @@ describe('dataset removal', () => {
     expect(fs.existsSync(dataset.storedPath)).toBe(true);
   });
 
-  // store/index.ts:238 counts only queued, running and paused runs, so the dataset of a
-  // cancelled or interrupted run with checkpoints can be deleted. Resuming that run then fails
-  // in the worker with INTERNAL "ENOENT: no such file or directory, open
-  // .../datasets/<id>/data.jsonl". Either removal should also count resumable runs that have
-  // a checkpoint, or resume() should check the dataset and say which one is gone.
+  // Resuming a cancelled, interrupted or failed run with a checkpoint reads its dataset again, so
+  // removing that dataset would make the resume fail with ENOENT on .../datasets/<id>/data.jsonl.
   it('dataset of a resumable run is kept', async () => {
     const dir = freshDir('dataset-resumable');
     const store = openStore(dir);
