@@ -92,6 +92,8 @@ export class Trainer {
   private readonly padTokenId: number;
   private readonly baseModel: string | null;
   private readonly epochOrders = new Map<number, number[]>();
+  /** Updates applied by this trainer; 0 means the weights are still the ones loaded. */
+  private updatesApplied = 0;
 
   constructor(options: TrainerOptions) {
     const { settings } = options;
@@ -160,6 +162,7 @@ export class Trainer {
     const loss = lossSum;
     if (!Number.isFinite(loss)) {
       disposeAll(summed!);
+      if (this.updatesApplied === 0) throw this.brokenStartError(loss);
       throw new StudioError(
         'NAN_LOSS',
         `The loss became ${loss} at step ${this.step + 1} (learning rate ${learningRate.toExponential(3)}).`,
@@ -171,8 +174,25 @@ export class Trainer {
     disposeAll(summed!);
 
     this.step += 1;
+    this.updatesApplied += 1;
     this.lastLoss = loss;
     return { step: this.step, epoch: this.epochAt(this.step), loss, learningRate, gradNorm, tokens, timeMs: performance.now() - started };
+  }
+
+  /**
+   * A non-finite loss before any update comes from the loaded weights or the data, not from the
+   * learning rate; names the first weight holding NaN or infinity when there is one.
+   */
+  private brokenStartError(loss: number): StudioError {
+    const broken = firstNonFiniteWeight(this.model);
+    const where = broken ? ` ${broken} holds NaN or infinite values.` : '';
+    return new StudioError(
+      'NAN_LOSS',
+      `The loss is ${loss} at step ${this.step + 1}, before any update, so the learning rate is not the cause.${where}`,
+      broken
+        ? 'The model weights are broken: re-download or re-convert the model, then start the run again.'
+        : 'Check that the model weights are finite (re-download the model or the adapter it continues from) and that the data holds valid examples.',
+    );
   }
 
   /** Query chunk for attention under `maxAttentionBytes`, or undefined for one piece. */
@@ -381,3 +401,23 @@ export function validateTrainerSettings(s: TrainerSettings): void {
 }
 
 export { adapterTensors };
+
+/** Name of the first weight (embeddings, then linear layers in model order) with a NaN or infinite value. */
+function firstNonFiniteWeight(model: CausalLM): string | undefined {
+  const candidates: [string, tf.Tensor | null][] = [
+    ['embed_tokens', model.embedTokens],
+    ['position embeddings', model.positionEmbeddings],
+  ];
+  for (const layer of model.linearLayers()) {
+    candidates.push([`${layer.name}.weight`, layer.kernel], [`${layer.name}.bias`, layer.bias]);
+    if (layer.lora) candidates.push([`${layer.name}.lora_A`, layer.lora.loraA], [`${layer.name}.lora_B`, layer.lora.loraB]);
+  }
+  for (const [name, tensor] of candidates) {
+    if (!tensor || tensor.isDisposed) continue;
+    const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(tensor))));
+    const found = bad.dataSync()[0] !== 0;
+    bad.dispose();
+    if (found) return name;
+  }
+  return undefined;
+}
