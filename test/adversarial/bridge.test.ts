@@ -125,16 +125,14 @@ describe('requests that never reach a service', () => {
     expect(dotted.body.error?.message).toContain(path.join(scratch, 'missing'));
   });
 
-  // server/index.ts:177 calls decodeURIComponent on the static path without a try, so
-  // "/%E0%A4%A" returns 500 INTERNAL "URI malformed" instead of a 400 or 404.
+  // decodeURIComponent throws "URI malformed" on "/%E0%A4%A", and the bridge answers 400, not 500.
   it('malformed percent-encoding is a client error', async () => {
     const response = await fetch(`${bridge.url}/%E0%A4%A`, { headers: { [TOKEN_HEADER]: bridge.token } });
     expect(response.status).toBeLessThan(500);
   });
 
-  // A 100000-deep JSON array parses, then fails the schema, and describeIssues' preview
-  // (shared/api.ts:566, JSON.stringify of the received value) overflows the stack, so the
-  // response is 500 INTERNAL "Maximum call stack size exceeded" instead of 400.
+  // A 100000-deep JSON array parses, but the schema error message (JSON.stringify of the received
+  // value) would overflow the stack, so the bridge rejects deep nesting before validation.
   it('deeply nested body is 400', async () => {
     const reply = await call('/api/runs/get', '['.repeat(100_000) + ']'.repeat(100_000));
     expect(reply.status).toBe(400);
@@ -152,8 +150,7 @@ describe('requests with bad paths', () => {
     expect(reply.body.error?.message).toContain(folder);
   });
 
-  // STATUS_BY_CODE (server/index.ts:60) has no EXPORT_FAILED entry, so "destination exists and
-  // is not empty" is a 500 server error although the request is what has to change.
+  // "destination exists and is not empty" is EXPORT_FAILED, and the request is what has to change.
   it('export to a non-empty folder is a client error', async () => {
     const destination = path.join(scratch, 'export-non-empty');
     fs.mkdirSync(destination, { recursive: true });
