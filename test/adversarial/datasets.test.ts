@@ -91,9 +91,8 @@ describe('files rejected with a named cause', () => {
     expect(error.message).toContain(`input_ids[1] is ${TINY_VOCAB_SIZE + 10}, outside the model's vocabulary of ${TINY_VOCAB_SIZE} tokens`);
   });
 
-  // formats.ts:89 readHead opens the path and reads it without checking for a folder, so the
-  // read raises a raw EISDIR error. Over the web bridge it arrives as {"code":"EISDIR"} with no
-  // message (see errors.test.ts); on the CLI as "EISDIR: EISDIR: illegal operation...".
+  // The importer checks that the path is a regular file before reading, instead of letting
+  // Node's EISDIR error through.
   it('folder instead of file is NOT_FOUND or DATASET_PARSE', async () => {
     const folder = path.join(scratch, 'folder.jsonl');
     fs.mkdirSync(folder);
@@ -102,8 +101,7 @@ describe('files rejected with a named cause', () => {
     expect(error.message).toContain('folder.jsonl');
   });
 
-  // encode.ts:93 checks only input_ids against the vocabulary. A label above it is stored, and
-  // training then takes the loss on a class the LM head does not have (see training.test.ts).
+  // Labels are checked against the vocabulary like input_ids, so the row is skipped at import.
   it('labels above the vocabulary are skipped', async () => {
     const file = writeFile('labels-above-vocab.jsonl', `{"input_ids": [1, 2, 3], "labels": [1, 2, ${TINY_VOCAB_SIZE + 10}]}\n{"input_ids": [1, 2, 3]}\n`);
     const imported = await importDataset(file, { appDataDir, tokenizer });

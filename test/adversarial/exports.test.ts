@@ -37,12 +37,9 @@ describe('error payloads', () => {
     expect(payload).toEqual({ code: 'EXPORT_FAILED', message: 'Writing /x failed.', hint: 'Free space.' });
   });
 
-  // errors.ts:54 returns any object with string `code` and `message` as it is, and Node's
-  // system errors have both (code 'EISDIR', 'ENOTDIR', 'EACCES', 'ENOSPC'...). The payload then
-  // carries a code outside ErrorCode, and since an Error's `message` is not enumerable,
-  // JSON.stringify drops it: the web bridge returns {"errno":-21,"code":"EISDIR","syscall":"read"}
-  // and the CLI prints "EISDIR: EISDIR: ...". isErrorPayload should also require a known code
-  // (and a plain object); anything else becomes INTERNAL with its message.
+  // Node's system errors have a string `code` ('EISDIR', 'EACCES'...) and `message` too, but
+  // isErrorPayload accepts only plain objects with a known ErrorCode, so they become INTERNAL
+  // with the Node code kept in an enumerable message.
   it('Node system error becomes a known code with its message', () => {
     let systemError: unknown;
     try {

@@ -69,9 +69,7 @@ describe('config.json values', () => {
     expect(error.message).toContain(path.join(dir, 'config.json'));
   });
 
-  // config.ts:58 reads `raw.architectures` without checking that config.json holds an object
-  // (inspect.ts:49 and loader.ts readModelConfig pass the parsed value through), so `null`
-  // raises a TypeError that surfaces as INTERNAL.
+  // config.json must hold an object; `null` is a format error, not a TypeError.
   it('config.json holding null is MODEL_FORMAT', () => {
     const dir = copyModel(scratch, 'config-null', 'llama-gqa-untied');
     fs.writeFileSync(path.join(dir, 'config.json'), 'null');
@@ -80,9 +78,8 @@ describe('config.json values', () => {
     expect(error.message).toContain('config.json');
   });
 
-  // config.ts:135 reads rms_norm_eps (and rope_theta, line 136) with only a typeof check, so a
-  // negative epsilon loads and every logit is NaN. Training then stops with NAN_LOSS at step 1
-  // and a hint about the learning rate.
+  // rms_norm_eps and rope_theta must be positive when present; a negative epsilon would make
+  // every logit NaN.
   it('negative rms_norm_eps is MODEL_FORMAT', () => {
     const dir = copyModel(scratch, 'config-negative-eps', 'llama-gqa-untied', (c) => void (c.rms_norm_eps = -1));
     const error = catchStudioError(() => loadModel(dir).model.dispose());
@@ -127,8 +124,8 @@ describe('model folder paths', () => {
     expect(error.hint).toContain('safe_serialization=True');
   });
 
-  // safetensors.ts:299 opens the path without checking that it is a file. Opening a folder
-  // succeeds on Linux, and the readSync at line 57 then raises a raw EISDIR error (INTERNAL).
+  // Opening a folder succeeds on Linux and only the read fails, so the weights path is checked
+  // to be a file first.
   it('model.safetensors that is a folder is MODEL_FORMAT', () => {
     const dir = copyModel(scratch, 'weights-folder', 'llama-gqa-untied');
     fs.rmSync(path.join(dir, 'model.safetensors'));
@@ -188,9 +185,8 @@ describe('hostile safetensors headers', () => {
     expect(error.message).toContain('"__proto__"');
   });
 
-  // safetensors.ts:95 validateEntry checks each tensor on its own, so two tensors may share
-  // bytes and one stretch of the file backs two weights. Sorting the ranges by begin and
-  // checking that each ends before the next begins catches it.
+  // Two tensors must not share bytes: the ranges are sorted by begin and each must end before
+  // the next begins.
   it('overlapping data_offsets are rejected', () => {
     const header = {
       x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
@@ -243,8 +239,7 @@ describe('adapter folders', () => {
     expect(probeLoss(base)).toBeCloseTo(referenceLoss, 6);
   });
 
-  // adapter.ts:57 reads `config.peft_type` from whatever JSON.parse returned, so an
-  // adapter_config.json holding null raises a TypeError (INTERNAL) instead of MODEL_FORMAT.
+  // adapter_config.json must hold an object; `null` is a format error, not a TypeError.
   it('adapter_config.json holding null is MODEL_FORMAT', () => {
     const dir = copyAdapter(scratch, 'adapter-null', 'llama-gqa-untied');
     fs.writeFileSync(path.join(dir, 'adapter_config.json'), 'null');
@@ -253,17 +248,15 @@ describe('adapter folders', () => {
     expect(error.message).toContain('adapter_config.json');
   });
 
-  // adapter.ts:140 passes `config.lora_alpha` through unchecked. Without the key the scale is
-  // undefined / r = NaN, so every logit of the adapted model is NaN and eval, generate and
-  // --init-adapter training go wrong silently. PEFT's LoraConfig defaults lora_alpha to 8.
+  // Without lora_alpha the scale would be NaN; PEFT's LoraConfig default of 8 applies instead.
   it('missing lora_alpha keeps the logits finite', () => {
     const dir = copyAdapter(scratch, 'adapter-no-alpha', 'llama-gqa-untied', (c) => void delete c.lora_alpha);
     loadAdapter(base.model, dir);
     expect(Number.isFinite(probeLoss(base))).toBe(true);
   });
 
-  // lora/index.ts:103 computes the scale as alpha / rank with rank = lora_A rows; an adapter
-  // saved with zero-row tensors gets scale Infinity and NaN logits instead of an error.
+  // The scale is alpha / rank with rank = lora_A rows, so zero-row tensors are rejected rather
+  // than giving an infinite scale.
   it('rank-0 adapter tensors are SHAPE_MISMATCH', () => {
     const dir = copyAdapter(scratch, 'adapter-rank0', 'llama-gqa-untied');
     const header = readSafetensorsHeader(path.join(dir, 'adapter_model.safetensors'));

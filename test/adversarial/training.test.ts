@@ -48,10 +48,8 @@ async function train(modelPath: string, dataFile: string, overrides: Partial<Tra
 }
 
 describe('targets outside the model', () => {
-  // run.ts:191 encodes with `tokenizer?.vocabSize`, so a model folder without a tokenizer (the
-  // case where pre-tokenized data is the only option) never checks ids against vocab_size. The
-  // embedding lookup then throws tfjs's "GatherV2: the index value 5000 is not in [0, 319]"
-  // as INTERNAL, without the dataset line or a fix.
+  // Without a tokenizer the run bounds ids by config.json's vocab_size, so out-of-range rows are
+  // skipped with a reason (instead of a tfjs GatherV2 error) and DATASET_EMPTY names it.
   it('ids above vocab_size name the id and the vocabulary', async () => {
     const data = writeTokenRows(path.join(scratch, 'ids-above.jsonl'), 8, 12, FIXTURE_VOCAB_SIZE, (ids) => ({ input_ids: [...ids, 5000] }));
     const error = await catchStudioErrorAsync(() => train(modelDir('llama-gqa-untied'), data));
@@ -60,10 +58,8 @@ describe('targets outside the model', () => {
     expect(error.message).toContain(String(FIXTURE_VOCAB_SIZE));
   });
 
-  // encode.ts:93 checks input_ids only, and run.ts:191 passes no vocabulary at all here, so
-  // labels of 5000 reach the loss. On the wasm backend (the CLI default) the run completes with
-  // a loss computed against a class the LM head does not have; on cpu tfjs throws "Invalid
-  // indices: 10,5000 does not index into 22,320" as INTERNAL.
+  // Labels are bounded like input ids, so a class the LM head does not have never reaches the
+  // loss.
   it('labels above vocab_size are rejected', async () => {
     const data = writeTokenRows(path.join(scratch, 'labels-above.jsonl'), 8, 12, FIXTURE_VOCAB_SIZE, (ids) => ({ labels: [...ids.slice(0, -1), 5000] }));
     const error = await catchStudioErrorAsync(() => train(modelDir('llama-gqa-untied'), data));
@@ -89,9 +85,8 @@ describe('targets outside the model', () => {
 });
 
 describe('sequence length beyond the model', () => {
-  // GPT-2 has learned positions for n_positions = 256 tokens. Nothing compares maxSeqLength
-  // with it (run.ts after loadModel, or transformer.ts's position lookup), so a 300-token row
-  // with maxSeqLength 512 fails as INTERNAL "GatherV2: the index value 256 is not in [0, 255]".
+  // GPT-2 has learned positions for n_positions = 256 tokens; the run compares maxSeqLength
+  // with it before training instead of failing in the position lookup.
   it('maxSeqLength above n_positions names both values', async () => {
     const data = writeTokenRows(path.join(scratch, 'long-rows.jsonl'), 4, 300);
     const error = await catchStudioErrorAsync(() => train(modelDir('gpt2-tiny'), data, { maxSeqLength: 512, lora: { r: 2, loraAlpha: 4, loraDropout: 0, targetModules: ['c_attn'], useRslora: false, initLoraWeights: 'kaiming' } }));
@@ -111,8 +106,7 @@ describe('sequence length beyond the model', () => {
 
 describe('broken weights', () => {
   // The loss is NaN before the first update, so the weights (NaN/Inf in q_proj here) are the
-  // cause. trainer.ts:164 always says "Lower the learning rate, enable gradient clipping..."
-  // and inspect reports the model as supported, so the user is sent to the wrong fix.
+  // cause; the error names the weight instead of suggesting a lower learning rate.
   it('NaN weights point at the model', async () => {
     const dir = copyModel(scratch, 'nan-weights', 'llama-gqa-untied');
     const file = path.join(dir, 'model.safetensors');
