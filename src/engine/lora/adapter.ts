@@ -65,7 +65,7 @@ export function readAdapterConfig(dir: string): PeftAdapterConfig {
   }
   if (typeof config !== 'object' || config === null || Array.isArray(config)) {
     const got = config === null ? 'null' : Array.isArray(config) ? 'an array' : typeof config;
-    throw new StudioError('MODEL_FORMAT', `${file} must hold a JSON object, got ${got}.`, 'Re-save the adapter (model.save_pretrained).');
+    throw new StudioError('MODEL_FORMAT', `${file} must contain a JSON object, got ${got}.`, 'Re-save the adapter (model.save_pretrained).');
   }
   if (config.lora_alpha !== undefined && config.lora_alpha !== null) checkAlpha(config.lora_alpha, 'lora_alpha', file);
   for (const [pattern, alpha] of Object.entries(config.alpha_pattern ?? {})) checkAlpha(alpha, `alpha_pattern["${pattern}"]`, file);

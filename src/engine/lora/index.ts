@@ -87,7 +87,7 @@ export function attachLora(layer: Linear, loraA: tf.Tensor2D, loraB: tf.Tensor2D
     throw new StudioError(
       'SHAPE_MISMATCH',
       `LoRA weights for ${layer.name} have rank 0 (lora_A [${loraA.shape}], lora_B [${loraB.shape}]); the scale alpha / r needs r of at least 1.`,
-      'The adapter file holds no LoRA weights; re-save it from the trained model.',
+      'The adapter file contains no LoRA weights, so re-save it from the trained model.',
     );
   }
   if (typeof loraAlpha !== 'number' || !Number.isFinite(loraAlpha)) {

@@ -56,7 +56,7 @@ export interface ModelConfig {
 /** Turns a parsed config.json into a ModelConfig; `source` names the file in errors. */
 export function parseModelConfig(value: unknown, source: string): ModelConfig {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new StudioError('MODEL_FORMAT', `${source} must hold a JSON object, got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value}.`, 'Restore config.json from the model repository.');
+    throw new StudioError('MODEL_FORMAT', `${source} must contain a JSON object, got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value}.`, 'Restore config.json from the model repository.');
   }
   const raw = value as Record<string, unknown>;
   const architectures = raw.architectures;

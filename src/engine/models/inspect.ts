@@ -51,7 +51,7 @@ export function inspectModel(dir: string): ModelInfo {
     throw new StudioError('MODEL_FORMAT', `${configPath} is not valid JSON: ${(error as Error).message}.`, 'Re-download config.json.');
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new StudioError('MODEL_FORMAT', `${configPath} must hold a JSON object, got ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw}.`, 'Re-download config.json.');
+    throw new StudioError('MODEL_FORMAT', `${configPath} must contain a JSON object, got ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw}.`, 'Re-download config.json.');
   }
   const singleWeights = path.join(absolute, 'model.safetensors');
   if (fs.existsSync(singleWeights) && !fs.statSync(singleWeights).isFile()) {

@@ -488,7 +488,7 @@ function checkLearnedPositions(positions: readonly (readonly number[])[], count:
   if (highest < count) return;
   throw new StudioError(
     'INVALID_ARGUMENT',
-    `The sequence reaches ${highest + 1} tokens, but the model has ${count} learned positions (n_positions).`,
+    `The sequence reaches ${highest + 1} tokens, but the model has only ${count} learned positions (n_positions).`,
     `Lower max sequence length (or prompt plus new tokens) to ${count} or less.`,
   );
 }

@@ -181,17 +181,17 @@ export class Trainer {
 
   /**
    * A non-finite loss before any update comes from the loaded weights or the data, not from the
-   * learning rate; names the first weight holding NaN or infinity when there is one.
+   * learning rate; names the first weight containing NaN or infinity when there is one.
    */
   private brokenStartError(loss: number): StudioError {
     const broken = firstNonFiniteWeight(this.model);
-    const where = broken ? ` ${broken} holds NaN or infinite values.` : '';
+    const where = broken ? ` ${broken} contains NaN or infinite values.` : '';
     return new StudioError(
       'NAN_LOSS',
       `The loss is ${loss} at step ${this.step + 1}, before any update, so the learning rate is not the cause.${where}`,
       broken
         ? 'The model weights are broken: re-download or re-convert the model, then start the run again.'
-        : 'Check that the model weights are finite (re-download the model or the adapter it continues from) and that the data holds valid examples.',
+        : 'Check that the model weights are finite (re-download the model or the adapter it continues from) and that the data contains valid examples.',
     );
   }
 
