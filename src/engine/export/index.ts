@@ -100,7 +100,8 @@ export function writeAtomically(destination: string, write: (temporary: string) 
   }
   const temporary = path.join(path.dirname(target), `.${path.basename(target)}.partial-${process.pid}-${Date.now()}`);
   try {
-    fs.mkdirSync(temporary, { recursive: true });
+    makeDirectories(path.dirname(target));
+    fs.mkdirSync(temporary);
     write(temporary);
     if (fs.existsSync(target)) fs.rmdirSync(target);
     fs.renameSync(temporary, target);
@@ -111,6 +112,23 @@ export function writeAtomically(destination: string, write: (temporary: string) 
     const code = (error as NodeJS.ErrnoException).code;
     throw new StudioError('EXPORT_FAILED', `Writing ${target} failed: ${code ?? (error as Error).message}.`, code === 'ENOSPC' ? 'Free disk space and try again.' : code === 'EACCES' ? 'Choose a folder you can write to.' : 'Check the destination folder and try again.');
   }
+}
+
+/**
+ * Creates `dir` and its missing parents one level at a time. Node 20's `mkdirSync(dir, {recursive:
+ * true})` never returns for a path under /proc, where mkdir reports ENOENT although the parent
+ * exists; single-level calls fail with that error instead.
+ */
+function makeDirectories(dir: string): void {
+  const missing: string[] = [];
+  let current = dir;
+  while (!fs.existsSync(current)) {
+    missing.unshift(current);
+    const parent = path.dirname(current);
+    if (parent === current) break;
+    current = parent;
+  }
+  for (const folder of missing) fs.mkdirSync(folder);
 }
 
 function writeRunCard(dir: string, card: RunCard): void {
