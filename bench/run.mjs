@@ -9,19 +9,11 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { bundleForNode } from '../scripts/node-bundle.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const quantModel = path.join(root, 'src', 'engine', 'quant', 'model.ts');
 
-const banner = [
-  "import { createRequire as __createRequire } from 'node:module';",
-  "import { fileURLToPath as __fileURLToPath } from 'node:url';",
-  "import { dirname as __pathDirname } from 'node:path';",
-  'const require = __createRequire(import.meta.url);',
-  'const __filename = __fileURLToPath(import.meta.url);',
-  'const __dirname = __pathDirname(__filename);',
-].join('\n');
 
 const quantPlugin = {
   name: 'bench-quant',
@@ -40,20 +32,11 @@ const quantPlugin = {
 const tool = process.argv[2] === 'matmul' ? 'matmul' : 'train';
 const args = process.argv.slice(tool === 'matmul' ? 3 : 2);
 const outfile = path.join(root, 'out', 'bench', `${tool}.mjs`);
-await build({
+await bundleForNode({
   absWorkingDir: root,
   entryPoints: [path.join(root, 'bench', `${tool}.ts`)],
   outfile,
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'esm',
-  mainFields: ['module', 'main'],
-  sourcemap: 'linked',
-  banner: { js: banner },
   plugins: [quantPlugin],
-  external: ['better-sqlite3', 'electron', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'lora-studio-native-blas'],
-  logLevel: 'warning',
 });
 
 const child = spawnSync(process.execPath, ['--enable-source-maps', '--max-old-space-size=8192', outfile, ...args], { cwd: root, stdio: 'inherit' });
