@@ -6,11 +6,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { estimateTraining, type TrainingEstimate } from '../src/engine/estimate';
 import { applyLora, loraVariables } from '../src/engine/lora';
 import { batchLoss, loadModel, type CausalLM } from '../src/engine/models';
+import { inspectModel } from '../src/engine/models/inspect';
 import { AdamW, clipGlobalNorm } from '../src/engine/train/optimizer';
 import { Trainer, type Example } from '../src/engine/train/trainer';
-import { DEFAULT_TRAIN_CONFIG } from '../src/shared/train-config';
+import { DEFAULT_TRAIN_CONFIG, type TrainConfig } from '../src/shared/train-config';
 import { quantizeModel } from 'bench:quant';
 import { loraStepFlops } from './flops';
 import { attentionTargets, writeRandomModel, type Scenario } from './scenarios';
@@ -41,6 +43,15 @@ export interface ScenarioResult {
   /** Process resident set size at its highest, sampled after each step. */
   peak_rss_bytes?: number;
   base_weight_bytes_per_param?: number;
+  /**
+   * The pre-run memory estimate (`estimateTraining(inspectModel(dir), config).memory.totalBytes`)
+   * for the scenario's settings, as the app and CLI show it before a run.
+   */
+  estimate_bytes?: number;
+  /** The estimate's parts: base weights, LoRA weights and gradients, AdamW moments, activations. */
+  estimate_memory?: TrainingEstimate['memory'];
+  /** estimate_bytes ÷ peak_bytes − 1: positive when the estimate is too high. */
+  estimate_error?: number;
   /** Live tensors after `drift_steps` trainer steps minus before them; 0 when nothing leaks. */
   tensor_drift?: number;
   drift_steps?: number;
@@ -106,6 +117,25 @@ function baseWeightBytesPerParameter(model: CausalLM): number {
   return bytes / parameters;
 }
 
+/** Builds the run settings of a scenario, as the trainer and the memory estimate receive them. */
+export function scenarioConfig(scenario: Scenario, modelPath: string): TrainConfig {
+  const lora = { ...DEFAULT_TRAIN_CONFIG.lora, r: scenario.rank, loraAlpha: 2 * scenario.rank, targetModules: attentionTargets(scenario.shape.family) };
+  return {
+    ...DEFAULT_TRAIN_CONFIG,
+    modelPath,
+    method: scenario.quantized ? 'qlora' : 'lora',
+    quant: scenario.quantized ? { quantType: 'nf4', blocksize: 64, doubleQuant: true } : undefined,
+    lora,
+    batchSize: scenario.batch,
+    // Every benchmark example is exactly `seq` tokens long.
+    maxSeqLength: scenario.seq,
+    maxSteps: 1_000_000,
+    warmupSteps: 0,
+    schedule: 'constant',
+    learningRate: 2e-4,
+  };
+}
+
 /** Runs one scenario end to end; `tmpRoot` receives the model folder, removed afterwards. */
 export async function runScenario(scenario: Scenario, tmpRoot: string, log: (line: string) => void): Promise<ScenarioResult> {
   if (scenario.quantized && !quantizeModel) {
@@ -117,20 +147,18 @@ export async function runScenario(scenario: Scenario, tmpRoot: string, log: (lin
   try {
     log(`${scenario.name}: writing a random ${scenario.shape.family} checkpoint`);
     writeRandomModel(dir, scenario.shape, 1234);
+    const config = scenarioConfig(scenario, dir);
+    // The estimate reads the folder's config.json and safetensors header, so it runs before the folder is removed.
+    const estimate = estimateTraining(inspectModel(dir), config).memory;
     model = loadModel(dir).model;
     fs.rmSync(dir, { recursive: true, force: true });
-    if (scenario.quantized) quantizeModel!(model, { quantType: 'nf4', blocksize: 64, doubleQuant: true });
+    if (config.quant) quantizeModel!(model, config.quant);
 
-    const lora = { ...DEFAULT_TRAIN_CONFIG.lora, r: scenario.rank, loraAlpha: 2 * scenario.rank, targetModules: attentionTargets(scenario.shape.family) };
-    applyLora(model, lora, 42);
+    applyLora(model, config.lora, 42);
     const examples = randomExamples(4 * scenario.batch, scenario.seq, scenario.shape.vocab, 7);
-    trainer = new Trainer({
-      model,
-      train: examples,
-      settings: { ...DEFAULT_TRAIN_CONFIG, lora, batchSize: scenario.batch, maxSteps: 1_000_000, warmupSteps: 0, schedule: 'constant', learningRate: 2e-4 },
-      padTokenId: 0,
-    });
-    return await measureTrainer(scenario, model, trainer, log);
+    trainer = new Trainer({ model, train: examples, settings: config, padTokenId: 0 });
+    const result = await measureTrainer(scenario, model, trainer, log);
+    return { ...result, estimate_bytes: estimate.totalBytes, estimate_memory: estimate, estimate_error: estimate.totalBytes / result.peak_bytes! - 1 };
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     return { name: scenario.name, available: false, note: `failed: ${message.split('\n')[0]}` };
