@@ -71,22 +71,14 @@ export function estimateTraining(info: ModelInfo, config: TrainConfig, backend =
   const trainableParameters = targets.reduce((sum, s) => sum + config.lora.r * (s.inFeatures + s.outFeatures), 0);
   const linearParameters = shapes.reduce((sum, s) => sum + s.inFeatures * s.outFeatures, 0);
 
-  const weightsBytes = weightBytes(info, linearParameters, config);
+  const tokens = config.batchSize * config.maxSeqLength;
+  // The LM head of a tied model keeps a transposed copy of the embedding table (CausalLM.logits).
+  const weightsBytes = weightBytes(info, linearParameters, config) + (info.tieWordEmbeddings ? 4 * info.vocabSize * info.hiddenSize : 0);
   const loraBytes = trainableParameters * 4 * 2; // weights and gradients
   const optimizerBytes = trainableParameters * 4 * 2; // AdamW first and second moments
-
-  const sequence = config.maxSeqLength;
-  const tokens = config.batchSize * sequence;
-  const h = info.hiddenSize;
-  const perTokenPerLayer = 12 * h + 4 * info.intermediateSize; // inputs kept for backward: norms, q/k/v/o, MLP
-  const attentionPerLayer = 2 * config.batchSize * info.numHeads * sequence * sequence; // scores and probabilities
-  const layersKept = config.gradientCheckpointing ? 1 : info.numLayers;
-  const checkpointed = config.gradientCheckpointing ? info.numLayers * tokens * h : 0;
-  const logits = 3 * tokens * info.vocabSize; // logits, softmax and its gradient
-  const activationsBytes = 4 * (layersKept * (tokens * perTokenPerLayer + attentionPerLayer) + checkpointed + logits);
-
-  const attentionFlops = 4 * info.numLayers * config.batchSize * sequence * sequence * h;
-  const forwardFlops = 2 * tokens * (linearParameters + h * info.vocabSize) + attentionFlops;
+  const activationsBytes = 4 * activationValues(info, config, tokens, targets);
+  const attentionFlops = 4 * info.numLayers * config.batchSize * config.maxSeqLength * config.maxSeqLength * info.hiddenSize;
+  const forwardFlops = 2 * tokens * (linearParameters + info.hiddenSize * info.vocabSize) + attentionFlops;
   // Backward computes input gradients (≈ forward) and only the small LoRA weight gradients.
   const stepFlops = config.gradientAccumulationSteps * (forwardFlops * (config.gradientCheckpointing ? 3 : 2) + 6 * tokens * trainableParameters);
   const stepsPerEpoch = Math.ceil(examplesPerEpoch / (config.batchSize * config.gradientAccumulationSteps));
@@ -103,6 +95,24 @@ export function estimateTraining(info: ModelInfo, config: TrainConfig, backend =
     estimatedSeconds: (stepFlops * totalSteps) / assumedFlops,
     assumedFlops,
   };
+}
+
+/**
+ * Float32 values alive at the end of the backward pass, when the step's memory peaks: tfjs keeps
+ * every forward value and every gradient of a step until its backward pass ends. The per-token
+ * constants were fitted to per-kernel byte profiles of this engine (`npm run bench:memory`,
+ * docs/BENCHMARKS.md) and track the measured peaks within a few percent; they change whenever
+ * the forward pass keeps different intermediates.
+ */
+function activationValues(info: ModelInfo, config: TrainConfig, tokens: number, targets: LinearShape[]): number {
+  const h = info.hiddenSize;
+  const perLayer = (info.modelType === 'gpt2' ? 198 * h : 80 * h + 10.5 * info.intermediateSize) + 15.4 * info.numHeads * config.maxSeqLength;
+  const adapters = 6 * targets.reduce((sum, s) => sum + s.inFeatures + s.outFeatures, 0);
+  const logits = 5 * tokens * info.vocabSize; // logits, log-softmax and their gradients
+  const blocks = tokens * (info.numLayers * perLayer + adapters);
+  if (!config.gradientCheckpointing) return logits + blocks;
+  // One block recomputed at a time, plus each block's kept input and its gradient.
+  return logits + blocks / info.numLayers + 3 * info.numLayers * tokens * h;
 }
 
 /** Base weights in memory: float32, or about 4.13 bits per quantized linear weight with NF4 + double quantization. */

@@ -30,7 +30,9 @@ function customGrad(f: (inputs: tf.Tensor[], save: tf.GradSaveFunc) => { value: 
 export function frozenMatMul(x: tf.Tensor2D, kernel: tf.Tensor2D, transposed: () => tf.Tensor2D): tf.Tensor2D {
   const product = customGrad(([input]) => ({
     value: tf.matMul(input as tf.Tensor2D, kernel),
-    gradFunc: (dy) => tf.matMul(dy as tf.Tensor2D, transposed()),
+    // The tidy frees the transposed copy at once; tfjs otherwise keeps every tensor a gradient
+    // creates until the whole backward pass ends.
+    gradFunc: (dy) => tf.tidy(() => tf.matMul(dy as tf.Tensor2D, transposed())),
   }));
   return product(x) as tf.Tensor2D;
 }

@@ -133,7 +133,7 @@ export class CausalLM {
     let hidden = embeddingLookup(this.embedTokens, tf.reshape(ids, [batch * seq]) as tf.Tensor1D);
     if (this.positionEmbeddings) {
       const positionTensor = tf.tensor1d(positions.flat(), 'int32');
-      hidden = tf.add(hidden, tf.gather(this.positionEmbeddings, positionTensor));
+      hidden = tf.add(hidden, embeddingLookup(this.positionEmbeddings, positionTensor));
     }
     const rope = this.inverseFrequencies ? this.ropeFor(positions, batch, seq) : null;
 
