@@ -28,9 +28,10 @@ const quantPlugin = {
   },
 };
 
-// `npm run bench -- matmul` runs the matmul layout table instead of the training benchmark.
-const tool = process.argv[2] === 'matmul' ? 'matmul' : 'train';
-const args = process.argv.slice(tool === 'matmul' ? 3 : 2);
+// `npm run bench -- matmul` runs the matmul layout table and `memory` the QLoRA and memory
+// benchmark instead of the training benchmark.
+const tool = ['matmul', 'memory'].includes(process.argv[2]) ? process.argv[2] : 'train';
+const args = process.argv.slice(tool === 'train' ? 2 : 3);
 const outfile = path.join(root, 'out', 'bench', `${tool}.mjs`);
 await bundleForNode({
   absWorkingDir: root,
