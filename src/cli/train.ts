@@ -8,13 +8,14 @@ import { StudioError, formatError, toErrorPayload } from '../shared/errors';
 import type { RunRecord } from '../shared/records';
 import type { TrainConfig } from '../shared/train-config';
 import { exportPeftAdapter, libraryVersions } from '../engine/export';
+import { estimateTraining } from '../engine/estimate';
 import { inspectModel } from '../engine/models/inspect';
 import { locateModelFiles, readModelConfig } from '../engine/models/loader';
 import { loadTokenizer, type Tokenizer } from '../engine/tokenizer';
 import type { ImportedDataset } from '../services/datasets';
 import { formatHelp, parseCommand, requireFlag, stringFlag, type OptionTable } from './args';
 import { openContext, packageRoot, type CliContext } from './context';
-import { ProgressBar } from './progress';
+import { ProgressBar, formatDuration } from './progress';
 import { TRAINING_OPTIONS, configFromFlags } from './train-options';
 
 const COMMON: OptionTable = {
@@ -62,6 +63,8 @@ export async function trainWithContext(context: CliContext, config: TrainConfig,
     config.validationPath = validation.storedPath;
   }
 
+  if (!json) printEstimate(config, dataset.report.rowsKept);
+
   const bar = new ProgressBar();
   const run = context.jobs.start(config, { name: config.name, datasetId: dataset.id });
   if (!json) process.stderr.write(`run ${run.id} started (${run.runDir})\n`);
@@ -96,6 +99,24 @@ async function importData(context: CliContext, dataPath: string, schema: string 
   const dataset = await context.datasets.import(dataPath, { schemaOverride: schema as never, tokenizer, maxSeqLength });
   if (!json) printImportSummary(dataset);
   return dataset;
+}
+
+/** WebAssembly memory is addressed with 32 bits: the wasm backend's heap cannot grow past 4 GiB. */
+const WASM_HEAP_LIMIT_BYTES = 4 * 1024 ** 3;
+
+/** Prints the pre-run estimate: trainable parameters, peak memory and time. */
+function printEstimate(config: TrainConfig, examples: number): void {
+  const estimate = estimateTraining(inspectModel(config.modelPath), config, config.backend ?? 'wasm', examples);
+  const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;
+  const { memory } = estimate;
+  process.stderr.write(
+    `estimate: ${estimate.trainableParameters.toLocaleString('en-US')} trainable parameters, peak memory up to ${mib(memory.totalBytes)} with full-length sequences ` +
+      `(weights ${mib(memory.weightsBytes)}, activations ${mib(memory.activationsBytes)}), ${estimate.totalSteps} steps, ` +
+      `about ${formatDuration(estimate.estimatedSeconds)} at ${(estimate.assumedFlops / 1e9).toFixed(0)} GFLOP/s\n`,
+  );
+  if (memory.totalBytes > WASM_HEAP_LIMIT_BYTES && (config.backend ?? 'wasm') === 'wasm') {
+    process.stderr.write('warning: at full length the estimate exceeds the WebAssembly backend\'s 4 GiB heap; add --gradient-checkpointing or lower --batch-size or --max-seq-length.\n');
+  }
 }
 
 export function printImportSummary(dataset: ImportedDataset): void {
