@@ -4,7 +4,7 @@
 //   npm run bench:latency [-- --seconds 20 --json FILE]
 //
 // The bridge process plays the part of Electron's main process: both hand training to a separate
-// process and answer requests on their own event loop. Target: p99 under 50 ms while training.
+// process and serve requests on their own event loop. Target: p99 under 50 ms while training.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';

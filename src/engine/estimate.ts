@@ -25,7 +25,10 @@ export interface TrainingEstimate {
   assumedFlops: number;
 }
 
-/** Sustained training throughput assumed per backend, in FLOP/s (measured on a 2-core x86 machine for wasm). */
+/**
+ * Training throughput assumed per backend, in FLOP/s. These are rough figures: the wasm one is
+ * below what `npm run bench` measured on a 2-core x86 machine, with and without native BLAS.
+ */
 export const ASSUMED_FLOPS: Record<string, number> = { 'tensorflow-gpu': 2e12, tensorflow: 5e10, wasm: 1e10, cpu: 4e8 };
 
 /** One linear layer's module path and shape, derived from the config. */
@@ -101,8 +104,8 @@ export function estimateTraining(info: ModelInfo, config: TrainConfig, backend =
  * Float32 values alive at the end of the backward pass, when the step's memory peaks: tfjs keeps
  * every forward value and every gradient of a step until its backward pass ends. The per-token
  * constants were fitted to per-kernel byte profiles of this engine (`npm run bench:memory`,
- * docs/BENCHMARKS.md) and track the measured peaks within a few percent; they change whenever
- * the forward pass keeps different intermediates.
+ * docs/BENCHMARKS.md). They track the measured peaks within a few percent, and they change
+ * whenever the forward pass keeps different intermediates.
  */
 function activationValues(info: ModelInfo, config: TrainConfig, tokens: number, targets: LinearShape[]): number {
   const h = info.hiddenSize;
