@@ -109,7 +109,7 @@ export function estimateTraining(info: ModelInfo, config: TrainConfig, backend =
  */
 function activationValues(info: ModelInfo, config: TrainConfig, tokens: number, targets: LinearShape[]): number {
   const h = info.hiddenSize;
-  const perLayer = (info.modelType === 'gpt2' ? 198 * h : 80 * h + 10.5 * info.intermediateSize) + 15.4 * info.numHeads * config.maxSeqLength;
+  const perLayer = (info.modelType === 'gpt2' ? 122 * h : 80 * h + 5.8 * info.intermediateSize) + 15.4 * info.numHeads * config.maxSeqLength;
   const adapters = 6 * targets.reduce((sum, s) => sum + s.inFeatures + s.outFeatures, 0);
   const logits = 5 * tokens * info.vocabSize; // logits, log-softmax and their gradients
   const blocks = tokens * (info.numLayers * perLayer + adapters);

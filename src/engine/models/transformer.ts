@@ -333,15 +333,44 @@ function appendToCache(cache: KvCache, layer: number, keys: tf.Tensor4D, values:
   return [allKeys, allValues];
 }
 
-/** GELU with the tanh approximation (`gelu_new` in transformers). */
-export function geluTanh(x: tf.Tensor2D): tf.Tensor2D {
-  const inner = tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3))));
-  return tf.mul(tf.mul(0.5, x), tf.add(1, tf.tanh(inner))) as tf.Tensor2D;
-}
+const GELU_C = Math.sqrt(2 / Math.PI);
+const GELU_A = 0.044715;
 
-function silu(x: tf.Tensor2D): tf.Tensor2D {
-  return tf.mul(x, tf.sigmoid(x)) as tf.Tensor2D;
-}
+/**
+ * GELU with the tanh approximation (`gelu_new` in transformers):
+ * `0.5·x·(1 + tanh(c·(x + a·x³)))`. The custom gradient keeps only `x` for the backward pass
+ * instead of every intermediate of the formula; its derivative is
+ * `0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3a·x²)` with `t = tanh(c·(x + a·x³))`.
+ */
+export const geluTanh = (x: tf.Tensor2D): tf.Tensor2D =>
+  unaryCustomGrad((input, save) => {
+    save([input]);
+    const t = tf.tanh(tf.mul(GELU_C, tf.add(input, tf.mul(GELU_A, tf.pow(input, 3)))));
+    return {
+      value: tf.mul(tf.mul(0.5, input), tf.add(1, t)),
+      gradFunc: (dy, [saved]) =>
+        tf.tidy(() => {
+          const u = tf.tanh(tf.mul(GELU_C, tf.add(saved, tf.mul(GELU_A, tf.pow(saved, 3)))));
+          const slope = tf.mul(GELU_C, tf.add(1, tf.mul(3 * GELU_A, tf.square(saved))));
+          const derivative = tf.add(tf.mul(0.5, tf.add(1, u)), tf.mul(tf.mul(0.5, saved), tf.mul(tf.sub(1, tf.square(u)), slope)));
+          return tf.mul(dy, derivative);
+        }),
+    };
+  })(x) as tf.Tensor2D;
+
+/** SiLU `x·σ(x)`, keeping only `x` for the backward pass; derivative `σ(x)·(1 + x·(1 − σ(x)))`. */
+const silu = (x: tf.Tensor2D): tf.Tensor2D =>
+  unaryCustomGrad((input, save) => {
+    save([input]);
+    return {
+      value: tf.mul(input, tf.sigmoid(input)),
+      gradFunc: (dy, [saved]) =>
+        tf.tidy(() => {
+          const sigma = tf.sigmoid(saved);
+          return tf.mul(dy, tf.mul(sigma, tf.add(1, tf.mul(saved, tf.sub(1, sigma)))));
+        }),
+    };
+  })(x) as tf.Tensor2D;
 
 function buildGpt2Block(config: ModelConfig, i: number, take: WeightTaker): Block {
   const p = `transformer.h.${i}`;
