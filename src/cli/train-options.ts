@@ -183,7 +183,7 @@ const FLAG_BY_FIELD: Record<string, string> = {
  * the web UI and desktop requests pass, so the CLI starts no run those would reject.
  */
 function assertApiAccepts(config: TrainConfig): void {
-  // The dataset is imported after the flags are read, so a placeholder id stands in for it.
+  // The dataset is imported after the flags are read, so a placeholder id replaces it here.
   const result = trainConfigSchema.safeParse({ ...config, datasetId: config.datasetId ?? 'pending' });
   if (result.success) return;
 

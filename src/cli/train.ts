@@ -183,7 +183,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const samplePrompts: string[] = fs.existsSync(promptsFile) ? JSON.parse(fs.readFileSync(promptsFile, 'utf8')) : [];
   const info = checkModel(modelPath);
   // Tuned on the demo model: a 0.9M-parameter model needs LoRA on every linear layer to take on
-  // the dataset's answer style within a minute or two of CPU time.
+  // the dataset's reply style within a minute or two of CPU time.
   const config = configFromFlags(values, modelPath, info.defaultTargets, {
     name: 'demo',
     learningRate: 3e-3,

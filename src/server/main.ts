@@ -3,8 +3,8 @@
  *
  *   tsx src/server/main.ts [--port N] [--host ADDRESS] [--data-dir DIR] [--renderer DIR]
  *
- * `--host` other than a loopback address exposes the API (token-protected) on that interface;
- * use it only on a trusted network, or reach the box through an SSH tunnel instead.
+ * `--host` other than a loopback address exposes the API (token-protected) on that interface.
+ * Use it only on a trusted network, or reach the machine through an SSH tunnel instead.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -26,7 +26,7 @@ function createLogger(): Logger {
 }
 
 /**
- * The training worker: `LORA_STUDIO_WORKER` if set, else the bundle `out/node/worker.mjs`
+ * Finds the training worker: `LORA_STUDIO_WORKER` if set, else the bundle `out/node/worker.mjs`
  * (`npm run build:node`). tfjs-core registers its gradients only in its ES module build, which
  * the bundle uses, so the TypeScript source run through tsx is the last resort.
  */

@@ -646,7 +646,7 @@ async function listFiles(folder: string): Promise<ExportResult['files']> {
 
 const DATASET_EXTENSIONS = ['.jsonl', '.json', '.csv', '.tsv', '.parquet', '.txt'];
 
-/** The demo's chat dataset: `chat-storyteller.jsonl`, else the first data file by name (never the prompt list). */
+/** Finds the demo's chat dataset: `chat-storyteller.jsonl`, else the first data file by name (never the prompt list). */
 function findDemoDataset(folder: string): string | undefined {
   if (!existsSync(folder)) return undefined;
   const names = readdirSync(folder).sort();
@@ -764,8 +764,8 @@ function destinationTaken(destination: string): StudioError {
 }
 
 /**
- * Claims `<appDataDir>/studio.lock` for this process. Returns false when another live process
- * (the desktop app or another web bridge) holds it; that process owns run recovery.
+ * Claims `<appDataDir>/studio.lock` for this process. `owned` is false when another live process
+ * (the desktop app or another web bridge) has it, and that process then owns run recovery.
  */
 export function acquireDataDirLock(appDataDir: string): { owned: boolean; release(): void } {
   const file = path.join(appDataDir, 'studio.lock');
@@ -799,8 +799,8 @@ function isProcessAlive(pid: number): boolean {
 }
 
 /**
- * The folder Electron uses as `userData` for this app (`<appData>/lora-studio`), so the desktop
- * app, the web bridge and the CLI share one run store by default.
+ * Returns the folder Electron uses as `userData` for this app (`<appData>/lora-studio`), so the
+ * desktop app, the web bridge and the CLI share one run store by default.
  */
 export function defaultAppDataDir(): string {
   const home = os.homedir();
@@ -809,7 +809,7 @@ export function defaultAppDataDir(): string {
   return path.join(process.env.XDG_CONFIG_HOME ?? path.join(home, '.config'), 'lora-studio');
 }
 
-/** The worker's `result.json` (final result and sample generations), when the run wrote one. */
+/** Reads the worker's `result.json` (final result and sample generations), when the run wrote one. */
 function readRunResult(runDir: string): { result?: RunResult } {
   try {
     return { result: JSON.parse(readFileSync(path.join(runDir, 'result.json'), 'utf8')) as RunResult };

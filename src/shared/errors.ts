@@ -35,7 +35,7 @@ export interface ErrorPayload {
 }
 
 /**
- * An error with a code, a message that names the failing value, and a hint that says what to do.
+ * An error with a code, a message that names the failing value, and a hint with the fix.
  */
 export class StudioError extends Error {
   readonly code: ErrorCode;

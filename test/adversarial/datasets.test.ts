@@ -152,7 +152,8 @@ describe('awkward files imported correctly', () => {
     expect(imported.report.lengths.max).toBe(1_000_000);
     const [record] = await readAll(imported.storedPath);
     const encoded = encodeRecord(record, undefined, { maxSeqLength: 64 });
-    expect(encoded.ok && encoded.example.input_ids.length).toBe(64);
+    expect(encoded.ok).toBe(true);
+    expect(encoded.ok ? encoded.example.input_ids.length : 0).toBe(64);
   });
 
   it('bad rows among good ones are named by line', async () => {

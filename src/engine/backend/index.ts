@@ -4,7 +4,7 @@
  * Order of preference: `tensorflow` from @tensorflow/tfjs-node-gpu (CUDA), `tensorflow` from
  * @tensorflow/tfjs-node (CPU, oneDNN), `wasm` (SIMD), then the pure-JS `cpu` backend. The native
  * packages are optional dependencies because their install downloads libtensorflow, which fails
- * offline or on a CUDA mismatch; each one skipped is recorded with the reason and a fix.
+ * offline or on a CUDA mismatch. Each one skipped is recorded with the reason and a fix.
  */
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -29,7 +29,7 @@ export interface BackendAttempt {
   fix?: string;
 }
 
-/** What `selectBackend` chose and why the better ones were skipped. */
+/** The backend `selectBackend` chose, with the reason each better one was skipped. */
 export interface BackendReport {
   chosen: BackendName;
   /** The tfjs backend name registered for the chosen one (`tensorflow`, `wasm`, `cpu`). */
@@ -101,7 +101,7 @@ export function parseBackendName(value: string | undefined): BackendName | undef
   );
 }
 
-/** One line: the chosen backend and, for each better one skipped, why. */
+/** Formats one line: the chosen backend and, for each better one skipped, the reason. */
 export function summarizeReport(report: BackendReport): string {
   const skipped = report.attempts.filter((a) => !a.ok).map((a) => `${a.name} skipped: ${a.reason}`);
   let nativeNote = '';

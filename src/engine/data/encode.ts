@@ -25,7 +25,7 @@ export interface EncodeOptions {
   /** Also takes the loss on prompt, system and user tokens. Default false. */
   trainOnPrompt?: boolean;
   /**
-   * Number of token ids the model's embedding holds (config.json `vocab_size`). Records with an
+   * Number of token ids the model's embedding contains (config.json `vocab_size`). Records with an
    * input id or label outside it fail. Default: the tokenizer's vocabulary size, when there is one.
    */
   vocabSize?: number;
@@ -107,7 +107,7 @@ export function examplesFromTokens(
   return truncate(example, options.maxSeqLength);
 }
 
-/** The first input id or label outside [0, vocabSize) as a failed record, or undefined. */
+/** Returns the first input id or label outside [0, vocabSize) as a failed record, or undefined. */
 function outsideVocabulary(record: { input_ids: readonly number[]; labels?: readonly number[] }, vocabSize: number): EncodeResult | undefined {
   const idIndex = record.input_ids.findIndex((id) => id < 0 || id >= vocabSize);
   if (idIndex >= 0) {

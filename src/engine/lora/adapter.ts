@@ -191,7 +191,7 @@ function patternValue(pattern: Record<string, number> | undefined, moduleName: s
   return undefined;
 }
 
-/** The adapter's tensors under PEFT's key names, read back from the model. */
+/** Reads the adapter's tensors back from the model, under PEFT's key names. */
 export function adapterTensors(model: CausalLM): Record<string, TensorToWrite> {
   const tensors: Record<string, TensorToWrite> = {};
   for (const layer of adaptedLayers(model)) {

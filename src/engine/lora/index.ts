@@ -12,21 +12,21 @@ import { loraDeltaWeight, loraScaling, type LoraWeights } from './layer';
 export { loraDelta, loraScaling, type LoraWeights } from './layer';
 
 /**
- * PEFT's module matching: a name matches a target when it equals it or ends with `.` + target;
- * `all-linear` takes every linear layer except the output head.
+ * Tests a module name against target_modules as PEFT does: it matches a target when it equals it
+ * or ends with `.` + target. `all-linear` selects every linear layer except the output head.
  */
 export function matchesTarget(moduleName: string, targets: string[] | 'all-linear'): boolean {
   if (targets === 'all-linear') return moduleName !== 'lm_head';
   return targets.some((target) => moduleName === target || moduleName.endsWith(`.${target}`));
 }
 
-/** The transformer block index in a module path (`model.layers.3.…`, `transformer.h.3.…`). */
+/** Returns the transformer block index in a module path (`model.layers.3.…`, `transformer.h.3.…`). */
 export function layerIndexOf(moduleName: string): number | undefined {
   const match = /\.(?:layers|h)\.(\d+)\./.exec(moduleName);
   return match ? Number(match[1]) : undefined;
 }
 
-/** The linear layers that `settings` selects, in model order. */
+/** Returns the linear layers that `settings` selects, in model order. */
 export function selectTargets(model: CausalLM, settings: Pick<LoraSettings, 'targetModules' | 'layersToTransform'>): Linear[] {
   return model.linearLayers().filter((layer) => {
     if (!matchesTarget(layer.name, settings.targetModules)) return false;
@@ -43,7 +43,7 @@ export function targetableModuleNames(model: CausalLM): string[] {
     if (layer.name === 'lm_head') continue;
     const parts = layer.name.split('.');
     const short = parts[parts.length - 1];
-    // GPT-2 uses c_proj in both attention and MLP; the parent module tells them apart.
+    // GPT-2 uses c_proj in both attention and MLP, so the parent module name is kept to tell them apart.
     const name = model.config.family === 'gpt2' && short === 'c_proj' ? `${parts[parts.length - 2]}.${short}` : short;
     if (!names.includes(name)) names.push(name);
   }
@@ -117,7 +117,7 @@ export function attachLora(layer: Linear, loraA: tf.Tensor2D, loraB: tf.Tensor2D
 
 let variableCounter = 0;
 
-/** The trainable tensors, A then B for each adapted layer in model order. */
+/** Returns the trainable tensors, A then B for each adapted layer in model order. */
 export function loraVariables(model: CausalLM): tf.Variable[] {
   return adaptedLayers(model).flatMap((layer) => [layer.lora!.loraA, layer.lora!.loraB]);
 }
@@ -137,7 +137,7 @@ export function countParameters(model: CausalLM): ParameterCounts {
   return { trainable, total: model.parameterCount() + trainable };
 }
 
-/** The line PEFT prints: `trainable params: 7,168 || all params: 134,464 || trainable%: 5.3309`. */
+/** Formats the counts as PEFT prints them: `trainable params: 7,168 || all params: 134,464 || trainable%: 5.3309`. */
 export function formatTrainableParameters(counts: ParameterCounts): string {
   const percent = counts.total ? (100 * counts.trainable) / counts.total : 0;
   return `trainable params: ${counts.trainable.toLocaleString('en-US')} || all params: ${counts.total.toLocaleString('en-US')} || trainable%: ${percent.toFixed(4)}`;

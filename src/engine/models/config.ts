@@ -184,7 +184,7 @@ function numberReader(raw: Record<string, unknown>, source: string) {
   };
 }
 
-/** An optional positive setting: `fallback` when absent or null, MODEL_FORMAT when not a positive finite number. */
+/** Reads an optional positive setting: `fallback` when absent or null, MODEL_FORMAT when not a positive finite number. */
 function optionalPositive(raw: Record<string, unknown>, key: string, fallback: number, source: string): number {
   const value = raw[key];
   if (value === undefined || value === null) return fallback;
@@ -205,7 +205,7 @@ function optionalNumber(value: unknown): number | undefined {
   return typeof value === 'number' ? value : undefined;
 }
 
-/** The EOS ids as a list (configs store one id or several). */
+/** Returns the EOS ids as a list (configs store one id or several). */
 export function eosIds(config: Pick<ModelConfig, 'eosTokenId'>): number[] {
   const eos = config.eosTokenId;
   if (eos === undefined) return [];

@@ -38,8 +38,8 @@ export function frozenMatMul(x: tf.Tensor2D, kernel: tf.Tensor2D, transposed: ()
 }
 
 /**
- * The LoRA product `(x · Aᵀ) · Bᵀ · scaling` for `x [tokens, in]`, `A [r, in]`, `B [out, r]`,
- * with gradients for all three. Only `r`-sized tensors are transposed.
+ * Computes the LoRA product `(x · Aᵀ) · Bᵀ · scaling` for `x [tokens, in]`, `A [r, in]`,
+ * `B [out, r]`, with gradients for all three. Only `r`-sized tensors are transposed.
  */
 export function loraProduct(x: tf.Tensor, loraA: tf.Tensor2D, loraB: tf.Tensor2D, scaling: number): tf.Tensor2D {
   const product = customGrad(([input, a, b], save) => {

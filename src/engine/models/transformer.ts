@@ -158,8 +158,8 @@ export class CausalLM {
   logits(hidden: tf.Tensor2D, context: ForwardContext = INFERENCE): tf.Tensor2D {
     if (this.lmHead) return this.lmHead.apply(hidden, context);
     if ((this.embedTokens as Partial<tf.Variable>).trainable) return tf.matMul(hidden, this.embedTokens, false, true);
-    // The transposed copy (one more vocab × hidden table) keeps the largest product of the step
-    // in the layout the wasm backend runs fast; its gradient uses the table itself.
+    // The transposed copy costs one more vocab × hidden table, but it keeps the largest product of
+    // the step in the layout the wasm backend runs fast. Its gradient uses the table itself.
     this.embedTokensTransposed ??= tf.keep(tf.transpose(this.embedTokens));
     return frozenMatMul(hidden, this.embedTokensTransposed, () => this.embedTokens);
   }

@@ -116,7 +116,7 @@ export class Trainer {
     }
   }
 
-  /** The epoch (fractional) reached after `step` updates. */
+  /** Returns the fractional epoch reached after `step` updates. */
   epochAt(step: number): number {
     return (step * this.settings.gradientAccumulationSteps) / this.microBatchesPerEpoch;
   }
@@ -180,8 +180,9 @@ export class Trainer {
   }
 
   /**
-   * A non-finite loss before any update comes from the loaded weights or the data, not from the
-   * learning rate; names the first weight containing NaN or infinity when there is one.
+   * Builds the error for a non-finite loss before any update. Such a loss comes from the loaded
+   * weights or the data, not from the learning rate, so the error names the first weight that
+   * contains NaN or infinity when there is one.
    */
   private brokenStartError(loss: number): StudioError {
     const broken = firstNonFiniteWeight(this.model);
@@ -226,7 +227,7 @@ export class Trainer {
     return value;
   }
 
-  /** The padded micro-batch at a global index of the endless shuffled sequence. */
+  /** Returns the padded micro-batch at a global index of the endless shuffled sequence. */
   microBatch(globalIndex: number): Batch & { tokens: number } {
     const epoch = Math.floor(globalIndex / this.microBatchesPerEpoch);
     const within = globalIndex % this.microBatchesPerEpoch;

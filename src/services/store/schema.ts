@@ -128,7 +128,7 @@ export function migrate(db: Database.Database, migrations: readonly Migration[] 
     const migration = migrations[version];
     // BEGIN IMMEDIATE takes the write lock before user_version is read again, so when another
     // process migrated the database meanwhile (two processes opening a new data folder at
-    // once), this one sees the new version and skips the migration instead of repeating it.
+    // once), this one reads the new version and skips the migration instead of repeating it.
     const apply = db.transaction((): boolean => {
       if (readUserVersion(db) !== version) return false;
       migration.up(db);
