@@ -3,7 +3,7 @@
  */
 import { trainConfigSchema } from '../shared/api';
 import { StudioError } from '../shared/errors';
-import { DEFAULT_TRAIN_CONFIG, type Schedule, type TrainConfig } from '../shared/train-config';
+import { DEFAULT_TRAIN_CONFIG, MAX_ATTENTION_MIB, attentionBytesFromMiB, resolveGradientCheckpointing, type Schedule, type TrainConfig } from '../shared/train-config';
 import { numberFlag, stringFlag, type OptionTable } from './args';
 
 const d = DEFAULT_TRAIN_CONFIG;
@@ -36,12 +36,13 @@ export const TRAINING_OPTIONS: OptionTable = {
   'eval-steps': { type: 'string', help: `validation loss every N steps (default ${d.evalSteps})` },
   'save-steps': { type: 'string', help: `checkpoint every N steps (default ${d.saveSteps})` },
   seed: { type: 'string', help: `random seed for initialization, shuffling and dropout (default ${d.seed})` },
-  'gradient-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward pass to save memory' },
+  'gradient-checkpointing': { type: 'boolean', help: 'recompute block activations in the backward pass to save memory, for one more forward pass per step (default: on for qlora, off for lora)' },
+  'no-gradient-checkpointing': { type: 'boolean', help: 'keep block activations from the forward pass; turns off the qlora default' },
   method: { type: 'string', help: 'lora, or qlora to hold base weights in 4 bits (default lora)' },
   'quant-type': { type: 'string', help: 'qlora code book: nf4 or fp4 (default nf4)' },
   'quant-blocksize': { type: 'string', help: 'qlora absmax block size, 32 to 4096 (default 64)' },
   'no-double-quant': { type: 'boolean', help: 'qlora: keep absmax constants in float32 instead of 8 bits' },
-  'max-attention-mb': { type: 'string', help: 'memory budget for attention scores in MB; computes attention in query chunks (default: no chunking)' },
+  'max-attention-mb': { type: 'string', help: 'memory budget for attention scores in MiB, up to 1048576; computes attention in query chunks (default: no chunking)' },
   'init-adapter': { type: 'string', help: 'PEFT adapter folder to continue training from' },
   'sample-prompt': { type: 'string', multiple: true, help: 'prompt to generate from before and after training (repeatable)' },
   backend: { type: 'string', help: 'force a backend: tensorflow-gpu, tensorflow, wasm or cpu' },
@@ -78,7 +79,6 @@ export function configFromFlags(values: Record<string, unknown>, modelPath: stri
   set('name', stringFlag(values, 'name'));
   if (values['train-on-prompt']) config.trainOnPrompt = true;
   if (values.packing) config.packing = true;
-  if (values['gradient-checkpointing']) config.gradientCheckpointing = true;
   if (Array.isArray(values['sample-prompt'])) config.samplePrompts = values['sample-prompt'] as string[];
 
   const schedule = stringFlag(values, 'schedule');
@@ -105,8 +105,9 @@ export function configFromFlags(values: Record<string, unknown>, modelPath: stri
   } else if (values['quant-type'] !== undefined || values['quant-blocksize'] !== undefined || values['no-double-quant']) {
     throw new StudioError('INVALID_ARGUMENT', 'Quantization flags apply only with --method qlora.', 'Add --method qlora, or drop the --quant-* flags.');
   }
-  const attentionMb = numberFlag(values, 'max-attention-mb', { min: 0, exclusiveMin: true });
-  if (attentionMb !== undefined) config.maxAttentionBytes = Math.round(attentionMb * 1024 * 1024);
+  config.gradientCheckpointing = resolveGradientCheckpointing(config.method, checkpointingFlag(values) ?? base.gradientCheckpointing);
+  const attentionMiB = numberFlag(values, 'max-attention-mb', { min: 0, exclusiveMin: true, max: MAX_ATTENTION_MIB });
+  if (attentionMiB !== undefined) config.maxAttentionBytes = attentionBytesFromMiB(attentionMiB);
 
   const r = numberFlag(values, 'lora-r', { integer: true, min: 1 });
   if (r !== undefined) config.lora.r = r;
@@ -138,6 +139,18 @@ export function configFromFlags(values: Record<string, unknown>, modelPath: stri
   }
   assertApiAccepts(config);
   return config;
+}
+
+/** Returns true for --gradient-checkpointing, false for --no-gradient-checkpointing, undefined for neither. */
+function checkpointingFlag(values: Record<string, unknown>): boolean | undefined {
+  const on = values['gradient-checkpointing'] === true;
+  const off = values['no-gradient-checkpointing'] === true;
+  if (on && off) {
+    throw new StudioError('INVALID_ARGUMENT', '--gradient-checkpointing and --no-gradient-checkpointing were both given.', 'Keep one of the two flags.');
+  }
+  if (on) return true;
+  if (off) return false;
+  return undefined;
 }
 
 /** The flag that sets each TrainConfig field, keyed by the field's path. */
@@ -174,6 +187,8 @@ const FLAG_BY_FIELD: Record<string, string> = {
   evalSteps: 'eval-steps',
   saveSteps: 'save-steps',
   seed: 'seed',
+  gradientCheckpointing: 'gradient-checkpointing',
+  maxAttentionBytes: 'max-attention-mb',
   samplePrompts: 'sample-prompt',
   backend: 'backend',
 };

@@ -9,7 +9,7 @@
 import { z } from 'zod';
 import { StudioError, type ErrorPayload } from './errors';
 import type { LogLevel, ProgressInfo, RunResult, StepMetrics } from './protocol';
-import type { TrainConfig } from './train-config';
+import { MAX_ATTENTION_MIB, resolveGradientCheckpointing, type TrainConfig } from './train-config';
 
 // ---------------------------------------------------------------------------------------------
 // Models
@@ -324,7 +324,10 @@ export const quantSettingsSchema = z.object({
   doubleQuant: z.boolean(),
 });
 
-/** Every field of `TrainConfig` with the limits the form shows inline. */
+/**
+ * Every field of `TrainConfig` with the limits the form shows inline. `gradientCheckpointing` may
+ * be left out: the parsed config then has the method's default (on for QLoRA, off for LoRA).
+ */
 export const trainConfigSchema = z
   .object({
     name: z.string().max(200, 'Name must be at most 200 characters').optional(),
@@ -368,7 +371,13 @@ export const trainConfigSchema = z
     evalSteps: nonNegativeInt('Eval interval', 10_000_000),
     saveSteps: nonNegativeInt('Checkpoint interval', 10_000_000),
     seed: nonNegativeInt('Seed', 2 ** 31 - 1),
-    gradientCheckpointing: z.boolean(),
+    gradientCheckpointing: z.boolean().optional(),
+    maxAttentionBytes: z
+      .number({ error: 'Max attention memory must be a number' })
+      .gt(0, 'Max attention memory must be greater than 0')
+      .max(MAX_ATTENTION_MIB * 1024 * 1024, `Max attention memory must be at most ${MAX_ATTENTION_MIB} MiB`)
+      .int('Max attention memory must be a whole number of bytes')
+      .optional(),
     samplePrompts: z.array(z.string().max(10_000)).max(16).optional(),
     backend: z.string().max(32).optional(),
   })
@@ -385,7 +394,10 @@ export const trainConfigSchema = z
     if (config.maxSteps > 0 && config.warmupSteps > config.maxSteps) {
       ctx.addIssue({ code: 'custom', path: ['warmupSteps'], message: 'Warmup steps must not exceed max steps' });
     }
-  }) satisfies z.ZodType<TrainConfig, unknown>;
+  })
+  .transform(
+    (config): TrainConfig => ({ ...config, gradientCheckpointing: resolveGradientCheckpointing(config.method, config.gradientCheckpointing) }),
+  ) satisfies z.ZodType<TrainConfig, unknown>;
 
 const nameSchema = z.string().trim().min(1, 'Name is empty').max(200, 'Name must be at most 200 characters');
 const tagSchema = z

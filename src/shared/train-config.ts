@@ -65,6 +65,11 @@ export interface TrainConfig {
   evalSteps: number;
   saveSteps: number;
   seed: number;
+  /**
+   * Whether the backward pass recomputes each transformer block's activations instead of keeping
+   * them from the forward pass. It saves activation memory and costs one more forward pass per
+   * step. Default: on for QLoRA, off for LoRA (see `resolveGradientCheckpointing`).
+   */
   gradientCheckpointing: boolean;
   /**
    * Memory budget for one attention score matrix, in bytes; queries are processed in chunks that
@@ -74,6 +79,17 @@ export interface TrainConfig {
   /** Prompts to generate from before and after training, for the result page. */
   samplePrompts?: string[];
   backend?: string;
+}
+
+/** Upper limit of `maxAttentionBytes`, in MiB (1 TiB): the CLI flag and the form take MiB. */
+export const MAX_ATTENTION_MIB = 1024 * 1024;
+
+/**
+ * Converts an attention memory budget from MiB to whole bytes, rounding up so that any positive
+ * budget stays positive. Zero, negative and NaN inputs pass through for validation to reject.
+ */
+export function attentionBytesFromMiB(mebibytes: number): number {
+  return Math.ceil(mebibytes * 1024 * 1024);
 }
 
 export const DEFAULT_TRAIN_CONFIG: Omit<TrainConfig, 'modelPath'> = {
@@ -105,5 +121,17 @@ export const DEFAULT_TRAIN_CONFIG: Omit<TrainConfig, 'modelPath'> = {
   evalSteps: 50,
   saveSteps: 100,
   seed: 42,
+  // The LoRA default. Code that merges a partial config over these defaults sets this field with
+  // resolveGradientCheckpointing, so a QLoRA config that leaves it unset gets `true`.
   gradientCheckpointing: false,
 };
+
+/**
+ * Returns the gradient checkpointing setting of a run: `explicit` when the user set it, otherwise
+ * on for QLoRA and off for LoRA. The QLoRA default follows PEFT, whose
+ * `prepare_model_for_kbit_training` has `use_gradient_checkpointing=True`, and the QLoRA authors'
+ * training script (`qlora.py` in artidoro/qlora), which turns it on by default.
+ */
+export function resolveGradientCheckpointing(method: Method, explicit: boolean | undefined): boolean {
+  return explicit ?? method === 'qlora';
+}
