@@ -10,6 +10,7 @@
  *   sgemm(m, n, k, a, b, out, transposeA, transposeB)  out[m, n] = op(a) · op(b), row-major
  *   setThreads(count)                                  BLAS worker threads, if the library allows it
  *   info()                                             { library, threads, config }
+ * and the kernels of kernels.c.
  */
 #include <dlfcn.h>
 #include <stdint.h>
@@ -17,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
+
+#include "kernels.h"
 
 /* CBLAS enum values, fixed by the CBLAS standard (cblas.h of netlib and OpenBLAS). */
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
@@ -190,6 +193,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "setThreads", fn);
   napi_create_function(env, "info", NAPI_AUTO_LENGTH, describe, NULL, &fn);
   napi_set_named_property(env, exports, "info", fn);
+  register_kernels(env, exports);
   return exports;
 }
 

@@ -12,6 +12,7 @@
  */
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
+import { hasKernels, registerNativeKernels } from './native-kernels';
 
 /** The binding's exports (`native/blas/src/sgemm.c`). */
 export interface BlasBinding {
@@ -81,8 +82,12 @@ export function enableNativeMatMul(threads?: number): NativeMatMulStatus {
     kernelFunc: (args) => nativeBatchMatMul(binding, original.kernelFunc, args),
   });
 
+  const kernels = hasKernels(binding);
+  if (kernels) registerNativeKernels(binding);
+
   const info = binding.info();
-  status = { enabled: true, detail: `${info.library}, ${info.threads ?? 'default'} threads` };
+  const kernelNote = kernels ? 'with native element-wise, cross-entropy and 4-bit kernels' : 'without the native element-wise kernels (rebuild the package to add them)';
+  status = { enabled: true, detail: `${info.library}, ${info.threads ?? 'default'} threads, ${kernelNote}` };
   return status;
 }
 
