@@ -4,6 +4,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { readGenerationConfig, readModelConfig, locateModelFiles, readModelWeights } from './loader';
 import { shiftLabels } from './loss';
+import { chunkedHeadLoss } from './head-loss';
 import { gatherRows, softmaxCrossEntropy } from './ops';
 import { CausalLM, type ForwardOptions } from './transformer';
 import type { ModelConfig } from './config';
@@ -36,12 +37,15 @@ export interface Batch {
 
 /**
  * Mean cross-entropy over the shifted labels that are not -100. Only the positions with a target
- * go through the LM head, which saves most of its cost when prompts are masked.
+ * go through the LM head, which saves most of its cost when prompts are masked. A frozen head
+ * runs chunk by chunk without keeping the logits (`head-loss.ts`).
  */
 export function batchLoss(model: CausalLM, batch: Batch, options: ForwardOptions = {}): tf.Scalar {
   const { rows, targets } = shiftLabels(batch.labels);
   const hidden = model.hiddenStates(batch.inputIds, { ...options, attentionMask: batch.attentionMask });
   if (rows.length === 0) return tf.mul(tf.sum(hidden), 0) as tf.Scalar;
   const selected = gatherRows(hidden, rows);
+  const head = model.frozenHead();
+  if (head) return chunkedHeadLoss(selected, targets, head);
   return softmaxCrossEntropy(model.logits(selected, options.context), targets);
 }

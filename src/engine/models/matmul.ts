@@ -6,10 +6,19 @@
  * loop about ten times slower (`npm run bench -- matmul` prints the table). tfjs's own gradient
  * of `matMul(a, b)` is `dy · bᵀ` and `aᵀ · dy`, both in the slow form. The functions here
  * transpose the smaller operand explicitly (a copy that costs far less than the product) and
- * state their gradients the same way. The native and WebGL backends run the same code; for them
- * the explicit transposes are a small extra copy.
+ * state their gradients the same way.
+ *
+ * Every other backend, and the wasm backend with the native matmul (`backend/native-matmul.ts`),
+ * multiplies transposed and batched operands at full speed. There the copies are only cost, so
+ * `transposesAreFree()` switches the functions to transpose flags and batched products.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { nativeMatMulStatus } from '../backend/native-matmul';
+
+/** True unless the backend is wasm without the native matmul, whose XNNPACK path needs plain layouts. */
+export function transposesAreFree(): boolean {
+  return tf.getBackend() !== 'wasm' || nativeMatMulStatus()?.enabled === true;
+}
 
 type GradFunction = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[];
 
@@ -32,7 +41,16 @@ export function frozenMatMul(x: tf.Tensor2D, kernel: tf.Tensor2D, transposed: ()
     value: tf.matMul(input as tf.Tensor2D, kernel),
     // The tidy frees the transposed copy at once; tfjs otherwise keeps every tensor a gradient
     // creates until the whole backward pass ends.
-    gradFunc: (dy) => tf.tidy(() => tf.matMul(dy as tf.Tensor2D, transposed())),
+    gradFunc: (dy) => tf.tidy(() => (transposesAreFree() ? tf.matMul(dy as tf.Tensor2D, kernel, false, true) : tf.matMul(dy as tf.Tensor2D, transposed()))),
+  }));
+  return product(x) as tf.Tensor2D;
+}
+
+/** `x [tokens, in] · weightᵀ` for a frozen `weight [out, in]`, with the gradient `dy · weight` for `x`. */
+export function frozenMatMulTransposed(x: tf.Tensor2D, weight: tf.Tensor2D): tf.Tensor2D {
+  const product = customGrad(([input]) => ({
+    value: tf.matMul(input as tf.Tensor2D, weight, false, true),
+    gradFunc: (dy) => tf.matMul(dy as tf.Tensor2D, weight),
   }));
   return product(x) as tf.Tensor2D;
 }
@@ -42,9 +60,10 @@ export function frozenMatMul(x: tf.Tensor2D, kernel: tf.Tensor2D, transposed: ()
  * `B [out, r]`, with gradients for all three. Only `r`-sized tensors are transposed.
  */
 export function loraProduct(x: tf.Tensor, loraA: tf.Tensor2D, loraB: tf.Tensor2D, scaling: number): tf.Tensor2D {
+  const free = transposesAreFree();
   const product = customGrad(([input, a, b], save) => {
-    const down = tf.matMul(input as tf.Tensor2D, tf.transpose(a as tf.Tensor2D)); // [tokens, r]
-    const up = tf.matMul(down, tf.transpose(b as tf.Tensor2D)); // [tokens, out]
+    const down = free ? tf.matMul(input as tf.Tensor2D, a as tf.Tensor2D, false, true) : tf.matMul(input as tf.Tensor2D, tf.transpose(a as tf.Tensor2D)); // [tokens, r]
+    const up = free ? tf.matMul(down, b as tf.Tensor2D, false, true) : tf.matMul(down, tf.transpose(b as tf.Tensor2D)); // [tokens, out]
     save([input, a, b, down]);
     return {
       value: tf.mul(up, scaling),
@@ -52,8 +71,8 @@ export function loraProduct(x: tf.Tensor, loraA: tf.Tensor2D, loraB: tf.Tensor2D
         const [savedInput, savedA, savedB, savedDown] = saved as tf.Tensor2D[];
         const dUp = tf.mul(dy, scaling) as tf.Tensor2D; // [tokens, out]
         const dDown = tf.matMul(dUp, savedB); // [tokens, r]
-        const dB = tf.transpose(tf.matMul(tf.transpose(savedDown), dUp)); // [out, r]
-        const dA = tf.matMul(tf.transpose(dDown), savedInput); // [r, in]
+        const dB = free ? tf.matMul(dUp, savedDown, true, false) : tf.transpose(tf.matMul(tf.transpose(savedDown), dUp)); // [out, r]
+        const dA = free ? tf.matMul(dDown, savedInput, true, false) : tf.matMul(tf.transpose(dDown), savedInput); // [r, in]
         const dInput = tf.matMul(dDown, savedA); // [tokens, in]
         return [dInput, dA, dB];
       },
@@ -70,10 +89,11 @@ function unstackedMatMul(a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D {
 }
 
 /**
- * Batched `a [n, m, k] · b [n, k, p] → [n, m, p]` with gradients for both, run as n products of
- * batch size 1 so each one reaches XNNPACK.
+ * Batched `a [n, m, k] · b [n, k, p] → [n, m, p]` with gradients for both. On the plain wasm
+ * backend it runs as n products of batch size 1 so each one reaches XNNPACK.
  */
 export function batchedMatMul(a: tf.Tensor, b: tf.Tensor): tf.Tensor3D {
+  if (transposesAreFree()) return tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D);
   const product = customGrad(([left, right], save) => {
     save([left, right]);
     return {

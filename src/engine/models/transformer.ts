@@ -17,8 +17,10 @@ import { INFERENCE, Linear, type ForwardContext } from './linear';
 import type { HostTensor } from './loader';
 import type { TensorToWrite } from './safetensors';
 import { chunkedGroupedAttention } from './attention';
-import { batchedMatMul, frozenMatMul } from './matmul';
+import { batchedMatMul, frozenMatMul, frozenMatMulTransposed, transposesAreFree } from './matmul';
+import type { FrozenHead } from './head-loss';
 import { unaryCustomGrad } from './ops';
+import { nativeGeluTanh, nativeGeluTanhGrad, nativeKernelsActive, nativeSilu, nativeSiluGrad } from '../backend/native-kernels';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope';
 
 /** Additive mask value for positions a query may not attend to. */
@@ -158,10 +160,50 @@ export class CausalLM {
   logits(hidden: tf.Tensor2D, context: ForwardContext = INFERENCE): tf.Tensor2D {
     if (this.lmHead) return this.lmHead.apply(hidden, context);
     if ((this.embedTokens as Partial<tf.Variable>).trainable) return tf.matMul(hidden, this.embedTokens, false, true);
-    // The transposed copy costs one more vocab × hidden table, but it keeps the largest product of
-    // the step in the layout the wasm backend runs fast. Its gradient uses the table itself.
+    if (transposesAreFree()) return frozenMatMulTransposed(hidden, this.embedTokens);
+    return frozenMatMul(hidden, this.transposedEmbedding(), () => this.embedTokens);
+  }
+
+  /**
+   * The LM head as two products for the chunked loss (`head-loss.ts`), or null when the head
+   * trains (full fine-tuning, LoRA on `lm_head`) or is quantized, which need the plain path.
+   */
+  frozenHead(): FrozenHead | null {
+    const vocabSize = this.config.vocabSize;
+    const head = this.lmHead;
+    if (head) {
+      const kernel = head.kernel;
+      if (!kernel || head.lora || head.bias || (kernel as Partial<tf.Variable>).trainable) return null;
+      // kernel [hidden, vocab]: logits = x · kernel, input gradient = dlogits · kernelᵀ.
+      let transposed: tf.Tensor2D | null = null;
+      return {
+        vocabSize,
+        logits: (x) => tf.matMul(x, kernel),
+        inputGradient: (dLogits) => {
+          if (transposesAreFree()) return tf.matMul(dLogits, kernel, false, true);
+          transposed ??= tf.keep(tf.transpose(kernel));
+          return tf.matMul(dLogits, transposed);
+        },
+        release: () => transposed?.dispose(),
+      };
+    }
+    const table = this.embedTokens; // [vocab, hidden]
+    if ((table as Partial<tf.Variable>).trainable) return null;
+    return {
+      vocabSize,
+      logits: (x) => (transposesAreFree() ? tf.matMul(x, table, false, true) : tf.matMul(x, this.transposedEmbedding())),
+      inputGradient: (dLogits) => tf.matMul(dLogits, table),
+    };
+  }
+
+  /**
+   * `embedTokensᵀ [hidden, vocab]`, kept after the first use. Only the plain wasm backend needs
+   * it: the copy costs one more vocab × hidden table, but keeps the largest product of the step in
+   * the layout XNNPACK runs fast.
+   */
+  private transposedEmbedding(): tf.Tensor2D {
     this.embedTokensTransposed ??= tf.keep(tf.transpose(this.embedTokens));
-    return frozenMatMul(hidden, this.embedTokensTransposed, () => this.embedTokens);
+    return this.embedTokensTransposed;
   }
 
   /** Creates an empty KV cache for generation. */
@@ -292,7 +334,8 @@ export function groupedAttention(queries: tf.Tensor4D, keys: tf.Tensor4D, values
   const k = tf.reshape(keys, [batch * kvHeads, keyLength, headDim]);
   const v = tf.reshape(values, [batch * kvHeads, keyLength, headDim]);
 
-  const scores = tf.mul(batchedMatMul(q, tf.transpose(k, [0, 2, 1])), 1 / Math.sqrt(headDim)); // [b·kv, group·seq, keys]
+  const products = transposesAreFree() ? tf.matMul(q, k, false, true) : batchedMatMul(q, tf.transpose(k, [0, 2, 1]));
+  const scores = tf.mul(products, 1 / Math.sqrt(headDim)); // [b·kv, group·seq, keys]
   const masked = tf.add(tf.reshape(scores, [batch, kvHeads, group, seq, keyLength]), mask);
   const probabilities = tf.softmax(tf.reshape(masked, [batch * kvHeads, group * seq, keyLength]));
 
@@ -340,17 +383,21 @@ const GELU_A = 0.044715;
  * GELU with the tanh approximation (`gelu_new` in transformers):
  * `0.5·x·(1 + tanh(c·(x + a·x³)))`. The custom gradient keeps only `x` for the backward pass
  * instead of every intermediate of the formula; its derivative is
- * `0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3a·x²)` with `t = tanh(c·(x + a·x³))`.
+ * `0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3a·x²)` with `t = tanh(c·(x + a·x³))`. With the native
+ * kernels both directions are one pass over the data.
  */
 export const geluTanh = (x: tf.Tensor2D): tf.Tensor2D =>
   unaryCustomGrad((input, save) => {
     save([input]);
-    const t = tf.tanh(tf.mul(GELU_C, tf.add(input, tf.mul(GELU_A, tf.pow(input, 3)))));
+    if (nativeKernelsActive()) {
+      return { value: nativeGeluTanh(input), gradFunc: (dy, [saved]) => nativeGeluTanhGrad(saved, dy) };
+    }
+    const t = tf.tanh(tf.mul(GELU_C, tf.add(input, tf.mul(GELU_A, cube(input)))));
     return {
       value: tf.mul(tf.mul(0.5, input), tf.add(1, t)),
       gradFunc: (dy, [saved]) =>
         tf.tidy(() => {
-          const u = tf.tanh(tf.mul(GELU_C, tf.add(saved, tf.mul(GELU_A, tf.pow(saved, 3)))));
+          const u = tf.tanh(tf.mul(GELU_C, tf.add(saved, tf.mul(GELU_A, cube(saved)))));
           const slope = tf.mul(GELU_C, tf.add(1, tf.mul(3 * GELU_A, tf.square(saved))));
           const derivative = tf.add(tf.mul(0.5, tf.add(1, u)), tf.mul(tf.mul(0.5, saved), tf.mul(tf.sub(1, tf.square(u)), slope)));
           return tf.mul(dy, derivative);
@@ -358,10 +405,18 @@ export const geluTanh = (x: tf.Tensor2D): tf.Tensor2D =>
     };
   })(x) as tf.Tensor2D;
 
+/** `x³` as two products: the wasm backend's Pow runs `std::pow` per element, several times slower. */
+function cube(x: tf.Tensor): tf.Tensor {
+  return tf.mul(tf.square(x), x);
+}
+
 /** SiLU `x·σ(x)`, keeping only `x` for the backward pass; derivative `σ(x)·(1 + x·(1 − σ(x)))`. */
-const silu = (x: tf.Tensor2D): tf.Tensor2D =>
+export const silu = (x: tf.Tensor2D): tf.Tensor2D =>
   unaryCustomGrad((input, save) => {
     save([input]);
+    if (nativeKernelsActive()) {
+      return { value: nativeSilu(input), gradFunc: (dy, [saved]) => nativeSiluGrad(saved, dy) };
+    }
     return {
       value: tf.mul(input, tf.sigmoid(input)),
       gradFunc: (dy, [saved]) =>

@@ -12,6 +12,7 @@ import { StudioError } from '../../shared/errors';
 import type { QuantSettings } from '../../shared/train-config';
 import type { KernelSource, Linear } from '../models/linear';
 import { unaryCustomGrad } from '../models/ops';
+import { nativeDequantize4bit, nativeKernelsActive } from '../backend/native-kernels';
 import { dequantizeAbsmaxTensor, doubleQuantize, uploadDoubleQuantized, type DoubleQuantizedAbsmaxTensors } from './double-quant';
 import { codebookFor, packNibblesInt32, quantizeBlockwise, unpackNibblesTensor, validateBlocksize, type QuantType } from './nf4';
 
@@ -83,6 +84,11 @@ export class QuantizedWeight implements KernelSource {
     if (!this.codes) throw disposedError();
     const codes = this.codes;
     return tf.tidy(() => {
+      if (nativeKernelsActive()) {
+        const codebook = tf.tensor1d(codebookFor(this.quantType));
+        const weight = nativeDequantize4bit(codes, codebook, this.blockAbsmax(), this.blocksize, this.outFeatures * this.inFeatures);
+        return tf.reshape(weight, [this.outFeatures, this.inFeatures]);
+      }
       const blockCount = this.codeCount / this.blocksize;
       const indices = unpackNibblesTensor(codes, this.codeCount);
       const normalized = tf.gather(tf.tensor1d(codebookFor(this.quantType)), indices);
