@@ -1,7 +1,7 @@
 import { defineStore } from 'pinia';
 import { trainConfigSchema, type ModelInfo, type TrainingEstimate } from '../../../shared/api';
 import type { ErrorPayload } from '../../../shared/errors';
-import { DEFAULT_TRAIN_CONFIG, type TrainConfig } from '../../../shared/train-config';
+import { DEFAULT_TRAIN_CONFIG, attentionBytesFromMiB, resolveGradientCheckpointing, type TrainConfig } from '../../../shared/train-config';
 import { studio } from '../api';
 import { asError, formatLearningRate } from '../format';
 
@@ -30,6 +30,10 @@ export interface SettingsForm {
   saveSteps: number | '';
   validationSplit: number | '';
   trainOnPrompt: boolean;
+  /** The user's choice; null until they change the checkbox, so the method's default applies. */
+  gradientCheckpointing: boolean | null;
+  /** Attention memory budget in MiB, or '' for no limit. */
+  maxAttentionMiB: number | '';
 }
 
 export const PRESETS: Record<PresetName, { label: string; description: string; values: Partial<SettingsForm> }> = {
@@ -113,6 +117,7 @@ export const FIELD_LABELS: Record<string, string> = {
   evalSteps: 'Eval every',
   saveSteps: 'Checkpoint every',
   seed: 'Seed',
+  maxAttentionMiB: 'Max attention memory (MiB)',
   model: 'Model',
   dataset: 'Dataset',
 };
@@ -140,6 +145,8 @@ function defaultForm(): SettingsForm {
     saveSteps: d.saveSteps,
     validationSplit: d.validationSplit,
     trainOnPrompt: d.trainOnPrompt,
+    gradientCheckpointing: null,
+    maxAttentionMiB: '',
   };
 }
 
@@ -184,7 +191,14 @@ export function buildConfig(form: SettingsForm, modelPath: string, datasetId: st
     evalSteps: asNumber(form.evalSteps),
     saveSteps: asNumber(form.saveSteps),
     trainOnPrompt: form.trainOnPrompt,
+    gradientCheckpointing: formGradientCheckpointing(form),
+    ...(form.maxAttentionMiB === '' ? {} : { maxAttentionBytes: attentionBytesFromMiB(form.maxAttentionMiB) }),
   };
+}
+
+/** Returns the checkbox state: the user's choice, or the method's default until they make one. */
+export function formGradientCheckpointing(form: SettingsForm): boolean {
+  return resolveGradientCheckpointing(form.method, form.gradientCheckpointing ?? undefined);
 }
 
 /** Maps a config path from the schema to the form field that shows its error. */
@@ -196,6 +210,7 @@ const FIELD_FOR_PATH: Record<string, keyof SettingsForm | 'model' | 'dataset'> =
   modelPath: 'model',
   datasetId: 'dataset',
   quant: 'method',
+  maxAttentionBytes: 'maxAttentionMiB',
 };
 
 /**
@@ -250,8 +265,13 @@ export const useSettingsStore = defineStore('settings', {
   }),
   getters: {
     preset: (state): PresetName | 'custom' => matchPreset(state.form, state.contextLength),
+    gradientCheckpointing: (state): boolean => formGradientCheckpointing(state.form),
   },
   actions: {
+    /** Records the user's choice, which from then on no longer follows the method. */
+    setGradientCheckpointing(enabled: boolean): void {
+      this.form.gradientCheckpointing = enabled;
+    },
     applyPreset(name: PresetName): void {
       Object.assign(this.form, presetValues(name, this.contextLength));
     },
