@@ -710,15 +710,22 @@ function formatReport(plan: PeakPlan, weights: WeightResult[], peaks: PeakResult
       ),
     );
     const ratios: string[][] = [];
+    // Like against like, then each method with its default: QLoRA turns checkpointing on by
+    // default (as PEFT's prepare_model_for_kbit_training does), LoRA leaves it off.
+    const pairings = [
+      { lora: false, qlora: false, label: 'no / no' },
+      { lora: true, qlora: true, label: 'yes / yes' },
+      { lora: false, qlora: true, label: 'no / yes (defaults)' },
+    ];
     for (const model of plan.models) {
-      for (const checkpointing of [false, true]) {
-        const find = (method: Method) => peaks.find((p) => p.model === model.name && p.method === method && p.checkpointing === checkpointing && p.available);
-        const lora = find('lora');
-        const qlora = find('qlora');
-        const full = find('full');
+      for (const pairing of pairings) {
+        const find = (method: Method, checkpointing: boolean) => peaks.find((p) => p.model === model.name && p.method === method && p.checkpointing === checkpointing && p.available);
+        const lora = find('lora', pairing.lora);
+        const qlora = find('qlora', pairing.qlora);
+        const full = find('full', pairing.qlora);
         ratios.push([
           model.name,
-          checkpointing ? 'yes' : 'no',
+          pairing.label,
           percent(qlora && lora ? qlora.peakBytes! / lora.peakBytes! : undefined),
           percent(qlora && lora ? qlora.peakRssBytes! / lora.peakRssBytes! : undefined),
           percent(qlora && full ? qlora.peakBytes! / full.peakBytes! : undefined),
@@ -728,7 +735,7 @@ function formatReport(plan: PeakPlan, weights: WeightResult[], peaks: PeakResult
       }
     }
     if (peaks.some((p) => p.available && p.stepMs === undefined)) sections.push('* the profiled step (tf.profile times every kernel); no step was timed without it.');
-    sections.push('\nQLoRA against LoRA (float32 base) and full fine-tuning', table(['model', 'ckpt', 'QLoRA/LoRA peak', 'QLoRA/LoRA RSS', 'QLoRA/full peak', 'QLoRA/LoRA step', 'QLoRA/LoRA CPU'], ratios));
+    sections.push('\nQLoRA against LoRA (float32 base) and full fine-tuning (full with the QLoRA row\'s checkpointing)', table(['model', 'ckpt LoRA / QLoRA', 'QLoRA/LoRA peak', 'QLoRA/LoRA RSS', 'QLoRA/full peak', 'QLoRA/LoRA step', 'QLoRA/LoRA CPU'], ratios));
   }
   if (validation.length) {
     const rows = validation.map((v) =>

@@ -5,6 +5,7 @@
 import type { TrainConfig } from '../shared/train-config';
 import type { ModelInfo } from './models/inspect';
 import { matchesTarget } from './lora';
+import { headChunkRows } from './models/head-loss';
 
 export interface TrainingEstimate {
   trainableParameters: number;
@@ -75,8 +76,9 @@ export function estimateTraining(info: ModelInfo, config: TrainConfig, backend =
   const linearParameters = shapes.reduce((sum, s) => sum + s.inFeatures * s.outFeatures, 0);
 
   const tokens = config.batchSize * config.maxSeqLength;
-  // The LM head of a tied model keeps a transposed copy of the embedding table (CausalLM.logits).
-  const weightsBytes = weightBytes(info, linearParameters, config) + (info.tieWordEmbeddings ? 4 * info.vocabSize * info.hiddenSize : 0);
+  // On the plain wasm backend (no native matmul) a tied LM head also keeps a transposed copy of the
+  // embedding table, 4 · vocab · hidden bytes more, which this estimate leaves out.
+  const weightsBytes = weightBytes(info, linearParameters, config);
   const loraBytes = trainableParameters * 4 * 2; // weights and gradients
   const optimizerBytes = trainableParameters * 4 * 2; // AdamW first and second moments
   const activationsBytes = 4 * activationValues(info, config, tokens, targets);
@@ -101,8 +103,8 @@ export function estimateTraining(info: ModelInfo, config: TrainConfig, backend =
 }
 
 /**
- * Float32 values alive at the end of the backward pass, when the step's memory peaks: tfjs keeps
- * every forward value and every gradient of a step until its backward pass ends. The per-token
+ * Float32 values alive when the step's memory peaks: tfjs keeps every forward value and every
+ * gradient of a step until its backward pass ends. The per-token
  * constants were fitted to per-kernel byte profiles of this engine (`npm run bench:memory`,
  * docs/BENCHMARKS.md). They track the measured peaks within a few percent, and they change
  * whenever the forward pass keeps different intermediates.
@@ -111,11 +113,16 @@ function activationValues(info: ModelInfo, config: TrainConfig, tokens: number, 
   const h = info.hiddenSize;
   const perLayer = (info.modelType === 'gpt2' ? 122 * h : 80 * h + 5.8 * info.intermediateSize) + 15.4 * info.numHeads * config.maxSeqLength;
   const adapters = 6 * targets.reduce((sum, s) => sum + s.inFeatures + s.outFeatures, 0);
-  const logits = 5 * tokens * info.vocabSize; // logits, log-softmax and their gradients
+  // The frozen LM head runs in chunks (models/head-loss.ts): one chunk's logits and their gradient
+  // exist for a moment at the end of the forward pass.
+  const headChunk = 2 * Math.min(tokens, headChunkRows(info.vocabSize)) * info.vocabSize;
   const blocks = tokens * (info.numLayers * perLayer + adapters);
-  if (!config.gradientCheckpointing) return logits + blocks;
-  // One block recomputed at a time, plus each block's kept input and its gradient.
-  return logits + blocks / info.numLayers + 3 * info.numLayers * tokens * h;
+  // Without checkpointing the chunk arrives when the activations are at their largest; half of it
+  // is the share that the measured peaks show on top of them.
+  if (!config.gradientCheckpointing) return blocks + headChunk / 2;
+  // With checkpointing the peak is either the head's chunk or one recomputed block, beside each
+  // block's kept input and its gradient.
+  return Math.max(headChunk, blocks / info.numLayers) + 3 * info.numLayers * tokens * h;
 }
 
 /** Base weights in memory: float32, or about 4.13 bits per quantized linear weight with NF4 + double quantization. */
