@@ -9,6 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { StudioError } from '../../shared/errors';
+import { transposesAreFree } from './matmul';
 
 /**
  * Number of `[chunk, keyLength]` float32 score-sized buffers alive at once per head, an estimate:
@@ -82,10 +83,22 @@ export function attentionChunkSize(options: { maxAttentionBytes: number; batch: 
   return Math.max(1, Math.floor(maxAttentionBytes / bytesPerQuery));
 }
 
+/**
+ * Batched `op(a) · op(b)`. On the plain wasm backend (`transposesAreFree()` false) it runs as
+ * one plain 2-D product per batch entry with explicit transposes, the only form XNNPACK takes
+ * (matmul.ts). It is not differentiable; the callers state their gradients themselves.
+ */
+function product(a: tf.Tensor3D, b: tf.Tensor3D, transposeA = false, transposeB = false): tf.Tensor3D {
+  if (transposesAreFree()) return tf.matMul(a, b, transposeA, transposeB);
+  const left = tf.unstack(a) as tf.Tensor2D[];
+  const right = tf.unstack(b) as tf.Tensor2D[];
+  return tf.stack(left.map((l, i) => tf.matMul(transposeA ? tf.transpose(l) : l, transposeB ? tf.transpose(right[i]) : right[i]))) as tf.Tensor3D;
+}
+
 /** Softmax probabilities `[b·kv, group·length, keyLength]` of one chunk. */
 function chunkProbabilities(q: tf.Tensor, k: tf.Tensor, mask: tf.Tensor, shape: ChunkShape): tf.Tensor3D {
   const { batch, kvHeads, group, length, keyLength, scale } = shape;
-  const scores = tf.mul(tf.matMul(q as tf.Tensor3D, k as tf.Tensor3D, false, true), scale);
+  const scores = tf.mul(product(q as tf.Tensor3D, k as tf.Tensor3D, false, true), scale);
   const masked = tf.add(tf.reshape(scores, [batch, kvHeads, group, length, keyLength]), mask);
   return tf.softmax(tf.reshape(masked, [batch * kvHeads, group * length, keyLength])) as tf.Tensor3D;
 }
@@ -96,40 +109,38 @@ function chunkProbabilities(q: tf.Tensor, k: tf.Tensor, mask: tf.Tensor, shape: 
  *
  *     dV = Pᵀ·dY,  dP = dY·Vᵀ,  dS = P ⊙ (dP − rowsum(dP ⊙ P)),  dQ = dS·K·scale,  dK = dSᵀ·Q·scale
  *
- * and the mask gradient is dS summed over the heads (and the batch, for a shared mask).
  */
 function attendChunk(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor, shape: ChunkShape): tf.Tensor3D {
+  // The mask is a constant of the step: it is saved for the backward pass (tfjs frees the forward
+  // pass's tensors that no gradient saved) but gets no gradient.
   const attend = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
-    const [qIn, kIn, vIn, maskIn] = args as tf.Tensor[];
-    const save = args[4] as tf.GradSaveFunc;
-    save([qIn, kIn, vIn, maskIn]);
-    const value = tf.matMul(chunkProbabilities(qIn, kIn, maskIn, shape), vIn as tf.Tensor3D);
+    const [qIn, kIn, vIn] = args as tf.Tensor[];
+    const save = args[3] as tf.GradSaveFunc;
+    save([qIn, kIn, vIn, mask]);
+    // The tidy frees the scores and probabilities now; the backward pass recomputes them.
+    const value = tf.tidy(() => product(chunkProbabilities(qIn, kIn, mask, shape), vIn as tf.Tensor3D));
     return {
       value,
       // Runs outside any tidy of the engine, so it frees its own temporaries.
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.tidy(() => chunkGradients(dy as tf.Tensor3D, saved, shape)),
     };
   });
-  return attend(q, k, v, mask) as tf.Tensor3D;
+  return attend(q, k, v) as tf.Tensor3D;
 }
 
 function chunkGradients(dy: tf.Tensor3D, saved: tf.Tensor[], shape: ChunkShape): tf.Tensor[] {
   const [q, k, v, mask] = saved as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D, tf.Tensor];
-  const { batch, kvHeads, group, length, keyLength, scale } = shape;
+  const { scale } = shape;
   const probabilities = chunkProbabilities(q, k, mask, shape);
 
-  const dValues = tf.matMul(probabilities, dy, true, false); // [b·kv, keyLength, d]
-  const dProbabilities = tf.matMul(dy, v, false, true); // [b·kv, group·length, keyLength]
+  const dValues = product(probabilities, dy, true, false); // [b·kv, keyLength, d]
+  const dProbabilities = product(dy, v, false, true); // [b·kv, group·length, keyLength]
   const rowDot = tf.sum(tf.mul(dProbabilities, probabilities), -1, true);
   const dScores = tf.mul(probabilities, tf.sub(dProbabilities, rowDot));
 
-  const dQueries = tf.mul(tf.matMul(dScores, k), scale);
-  const dKeys = tf.mul(tf.matMul(dScores, q, true, false), scale);
-
-  const perHead = tf.reshape(dScores, [batch, kvHeads, group, length, keyLength]);
-  const sharedAxes = mask.shape[0] === 1 && batch > 1 ? [0, 1, 2] : [1, 2];
-  const dMask = tf.reshape(tf.sum(perHead, sharedAxes, true), mask.shape);
-  return [dQueries, dKeys, dValues, dMask];
+  const dQueries = tf.mul(product(dScores as tf.Tensor3D, k), scale);
+  const dKeys = tf.mul(product(dScores as tf.Tensor3D, q, true, false), scale);
+  return [dQueries, dKeys, dValues];
 }
 
 function validateAttentionShapes(queries: tf.Tensor4D, keys: tf.Tensor4D, values: tf.Tensor4D, mask: tf.Tensor, kvHeads: number, chunkSize: number): void {

@@ -6,7 +6,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { loraDelta, type LoraWeights } from '../lora/layer';
-import { frozenMatMul } from './matmul';
+import { fusedLinear, type FrozenProduct } from './fused-linear';
+import { transposesAreFree } from './matmul';
 
 /** A base weight whose float32 kernel is rebuilt for each use (a quantized weight). */
 export interface KernelSource {
@@ -38,10 +39,10 @@ export class Linear {
   /** Set when the base weight is quantized; `kernel` is then null. */
   quantized: KernelSource | null = null;
   /**
-   * Computes `x · W` from the quantized weight; set by the quantization module so the float32
-   * kernel is rebuilt inside a custom gradient and freed after use. `apply()` adds bias and LoRA.
+   * The products of the quantized weight, set by the quantization module so the float32 kernel is
+   * rebuilt inside each product and freed after it. `apply()` adds bias and LoRA.
    */
-  quantizedMatMul: ((x: tf.Tensor2D) => tf.Tensor2D) | null = null;
+  quantizedProduct: FrozenProduct | null = null;
 
   constructor(name: string, kernel: tf.Tensor2D, bias: tf.Tensor1D | null, fanInFanOut: boolean) {
     this.name = name;
@@ -51,21 +52,30 @@ export class Linear {
     [this.inFeatures, this.outFeatures] = kernel.shape;
   }
 
-  /** `x [tokens, in] → [tokens, out]`. */
-  apply(x: tf.Tensor2D, context: ForwardContext): tf.Tensor2D {
-    let y: tf.Tensor2D;
-    if (this.kernel) {
-      const kernel = this.kernel;
+  /**
+   * `x [tokens, in] → [tokens, out]`. `inputGradient: false` tells the layer that nothing upstream
+   * of `x` trains, so its backward pass skips `dy · Wᵀ`.
+   */
+  apply(x: tf.Tensor2D, context: ForwardContext, options: { inputGradient?: boolean } = {}): tf.Tensor2D {
+    const dropoutSeed = context.training && this.lora ? context.nextSeed() : undefined;
+    if (this.kernel && isTrainable(this.kernel)) {
       // A trainable kernel (full fine-tuning) needs tfjs's own gradient, which covers the kernel too.
-      y = isTrainable(kernel) ? tf.matMul(x, kernel) : frozenMatMul(x, kernel, () => tf.transpose(kernel));
-    } else if (this.quantizedMatMul) {
-      y = this.quantizedMatMul(x);
-    } else {
-      throw new Error(`Linear ${this.name} has neither a kernel nor a quantized weight.`);
+      let y: tf.Tensor2D = tf.matMul(x, this.kernel);
+      if (this.bias) y = tf.add(y, this.bias) as tf.Tensor2D;
+      if (this.lora) y = tf.add(y, loraDelta(x, this.lora, context.training, dropoutSeed));
+      return y;
     }
-    if (this.bias) y = tf.add(y, this.bias);
-    if (this.lora) y = tf.add(y, loraDelta(x, this.lora, context.training, context.training ? context.nextSeed() : undefined));
-    return y;
+    return fusedLinear(x, { base: this.frozenProduct(), bias: this.bias, lora: this.lora, dropoutSeed, inputGradient: options.inputGradient ?? true });
+  }
+
+  private frozenProduct(): FrozenProduct {
+    if (this.quantizedProduct) return this.quantizedProduct;
+    const kernel = this.kernel;
+    if (!kernel) throw new Error(`Linear ${this.name} has neither a kernel nor a quantized weight.`);
+    return {
+      forward: (x) => tf.matMul(x, kernel),
+      inputGradient: (dy) => (transposesAreFree() ? tf.matMul(dy, kernel, false, true) : tf.matMul(dy, tf.transpose(kernel))),
+    };
   }
 
   /** The weight in the checkpoint's layout: `[out, in]`, or `[in, out]` for Conv1D. */

@@ -21,7 +21,8 @@ import { batchedMatMul, frozenMatMul, frozenMatMulTransposed, transposesAreFree 
 import type { FrozenHead } from './head-loss';
 import { unaryCustomGrad } from './ops';
 import { nativeGeluTanh, nativeGeluTanhGrad, nativeKernelsActive, nativeSilu, nativeSiluGrad } from '../backend/native-kernels';
-import { applyRope, ropeInverseFrequencies, ropeTables } from './rope';
+import { ropeInverseFrequencies, ropeTables } from './rope';
+import { layerNorm, rmsNorm, rope, swiglu } from './fused-ops';
 
 /** Additive mask value for positions a query may not attend to. */
 const MASKED = -1e9;
@@ -238,25 +239,31 @@ export class CausalLM {
     const { batch, seq, context } = step;
     const { numHeads, numKeyValueHeads, headDim } = this.config;
 
+    // The first block's input depends on frozen tables only (unless the embeddings train), so the
+    // projections need not carry a gradient back to it.
+    const projection = { inputGradient: layerIndex > 0 || isTrainable(this.embedTokens) };
     let q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D;
     if (block.attention.length === 1) {
-      const qkv = block.attention[0].apply(x, context); // [tokens, 3·hidden]
+      const qkv = block.attention[0].apply(x, context, projection); // [tokens, 3·hidden]
       [q, k, v] = tf.split(qkv, 3, 1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
     } else {
-      [q, k, v] = block.attention.map((layer) => layer.apply(x, context)) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+      [q, k, v] = block.attention.map((layer) => layer.apply(x, context, projection)) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
     }
 
     let queries = toHeads(q, batch, seq, numHeads, headDim); // [b, heads, seq, d]
     let keys = toHeads(k, batch, seq, numKeyValueHeads, headDim); // [b, kvHeads, seq, d]
     let values = toHeads(v, batch, seq, numKeyValueHeads, headDim);
     if (step.rope) {
-      queries = applyRope(queries, step.rope.cos, step.rope.sin);
-      keys = applyRope(keys, step.rope.cos, step.rope.sin);
+      queries = rope(queries, step.rope.cos, step.rope.sin);
+      keys = rope(keys, step.rope.cos, step.rope.sin);
     }
     if (step.cache) [keys, values] = appendToCache(step.cache, layerIndex, keys, values);
 
-    const attended = step.attentionChunkSize && step.attentionChunkSize < seq
-      ? chunkedGroupedAttention(queries, keys, values, step.mask, numKeyValueHeads, step.attentionChunkSize)
+    // When gradients are recorded, attention runs as chunks with their own backward pass (one chunk
+    // without a memory budget), which keeps q, k and v instead of the scores and probabilities.
+    const chunk = step.attentionChunkSize && step.attentionChunkSize < seq ? step.attentionChunkSize : tf.engine().isTapeOn() && !step.cache ? seq : 0;
+    const attended = chunk
+      ? chunkedGroupedAttention(queries, keys, values, step.mask, numKeyValueHeads, chunk)
       : groupedAttention(queries, keys, values, step.mask, numKeyValueHeads); // [b, heads, seq, d]
     const merged = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch * seq, numHeads * headDim]) as tf.Tensor2D;
     return block.outputProjection.apply(merged, context);
@@ -268,19 +275,13 @@ export class CausalLM {
       return proj.apply(geluTanh(fc.apply(x, context)), context);
     }
     const [gate, up, down] = block.mlp;
-    const gated = tf.mul(silu(gate.apply(x, context)), up.apply(x, context)) as tf.Tensor2D;
+    const gated = swiglu(gate.apply(x, context), up.apply(x, context));
     return down.apply(gated, context);
   }
 
   private norm(norm: Norm, x: tf.Tensor2D): tf.Tensor2D {
     const eps = this.config.normEps;
-    if (norm.bias) {
-      const { mean, variance } = tf.moments(x, -1, true);
-      const normalized = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps)));
-      return tf.add(tf.mul(normalized, norm.weight), norm.bias) as tf.Tensor2D;
-    }
-    const variance = tf.mean(tf.square(x), -1, true);
-    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(variance, eps))), norm.weight) as tf.Tensor2D;
+    return norm.bias ? layerNorm(x, norm.weight, norm.bias, eps) : rmsNorm(x, norm.weight, eps);
   }
 
   /** cos/sin `[batch, 1, seq, headDim]` for the given positions, from a table kept between calls. */
@@ -575,4 +576,8 @@ function checkLearnedPositions(positions: readonly (readonly number[])[], count:
     `The sequence reaches ${highest + 1} tokens, but the model has only ${count} learned positions (n_positions).`,
     `Lower max sequence length (or prompt plus new tokens) to ${count} or less.`,
   );
+}
+
+function isTrainable(tensor: tf.Tensor): boolean {
+  return (tensor as Partial<tf.Variable>).trainable === true;
 }

@@ -16,5 +16,5 @@ export {
   type QuantType,
 } from './nf4';
 export { DOUBLE_QUANT_BLOCKSIZE, absmaxErrorBound, dequantizeAbsmax, doubleQuantize } from './double-quant';
-export { QuantizedWeight, createQuantizedMatMul, quantizeLinear, validateQuantSettings, type QuantSettings } from './qlinear';
+export { QuantizedWeight, createQuantizedMatMul, quantizedProduct, quantizeLinear, validateQuantSettings, type QuantSettings } from './qlinear';
 export { quantizeModel, type ModelQuantSettings, type QuantizationReport } from './model';

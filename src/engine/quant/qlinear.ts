@@ -11,6 +11,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { StudioError } from '../../shared/errors';
 import type { QuantSettings } from '../../shared/train-config';
 import type { KernelSource, Linear } from '../models/linear';
+import type { FrozenProduct } from '../models/fused-linear';
+import { transposesAreFree } from '../models/matmul';
 import { unaryCustomGrad } from '../models/ops';
 import { nativeDequantize4bit, nativeKernelsActive } from '../backend/native-kernels';
 import { dequantizeAbsmaxTensor, doubleQuantize, uploadDoubleQuantized, type DoubleQuantizedAbsmaxTensors } from './double-quant';
@@ -121,30 +123,36 @@ export class QuantizedWeight implements KernelSource {
 }
 
 /**
- * Creates `x [tokens, in] → x · Wᵀ [tokens, out]` for a quantized `W [out, in]`. The gradient flows
- * to `x` only (`dy · W`), and the dequantized weight lives for one matmul in each direction.
+ * The products of a quantized `W [out, in]` for a linear layer: `x · Wᵀ` and, for the backward
+ * pass, `dy · W`. Each rebuilds the float32 weight and frees it after its one matmul.
+ */
+export function quantizedProduct(weight: QuantizedWeight): FrozenProduct {
+  return {
+    forward: (x) =>
+      tf.tidy(() => {
+        const w = weight.dequantize();
+        return transposesAreFree() ? tf.matMul(x, w, false, true) : tf.matMul(x, tf.transpose(w));
+      }),
+    inputGradient: (dy) => tf.tidy(() => tf.matMul(dy, weight.dequantize())),
+  };
+}
+
+/**
+ * Creates `x [tokens, in] → x · Wᵀ [tokens, out]` for a quantized `W [out, in]`, differentiable
+ * for `x` only (`dy · W`).
  */
 export function createQuantizedMatMul(weight: QuantizedWeight): (x: tf.Tensor2D) => tf.Tensor2D {
-  const matMul = unaryCustomGrad((x) => {
-    const w = weight.dequantize();
-    const value = tf.matMul(x as tf.Tensor2D, w, false, true);
-    w.dispose();
-    return {
-      value,
-      // The gradient function runs outside any tidy of the engine, so it frees its own weight copy.
-      gradFunc: (dy: tf.Tensor) =>
-        tf.tidy(() => {
-          const wAgain = weight.dequantize();
-          return tf.matMul(dy as tf.Tensor2D, wAgain);
-        }),
-    };
-  });
+  const product = quantizedProduct(weight);
+  const matMul = unaryCustomGrad((x) => ({
+    value: product.forward(x as tf.Tensor2D),
+    gradFunc: (dy: tf.Tensor) => product.inputGradient(dy as tf.Tensor2D),
+  }));
   return (x) => matMul(x) as tf.Tensor2D;
 }
 
 /**
  * Replaces `layer.kernel` with a 4-bit weight: the float32 kernel is disposed, and
- * `layer.quantized` / `layer.quantizedMatMul` are set. Bias and LoRA weights stay float32.
+ * `layer.quantized` / `layer.quantizedProduct` are set. Bias and LoRA weights stay float32.
  */
 export function quantizeLinear(layer: Linear, settings: QuantSettings): QuantizedWeight {
   const kernel = layer.kernel;
@@ -166,7 +174,7 @@ export function quantizeLinear(layer: Linear, settings: QuantSettings): Quantize
   kernel.dispose();
   layer.kernel = null;
   layer.quantized = weight;
-  layer.quantizedMatMul = createQuantizedMatMul(weight);
+  layer.quantizedProduct = quantizedProduct(weight);
   return weight;
 }
 
