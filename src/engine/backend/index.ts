@@ -16,6 +16,7 @@ import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { StudioError } from '../../shared/errors';
 import { enableNativeMatMul, type NativeMatMulStatus } from './native-matmul';
+import { shareIdentityOnWasm } from './wasm-identity';
 
 export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -190,6 +191,7 @@ function buildReport(chosen: BackendName, forced: boolean, attempts: BackendAtte
     platform: `${process.platform}-${process.arch}`,
   };
   if (chosen === 'wasm') {
+    shareIdentityOnWasm();
     report.simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
     report.threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? undefined : 1;
     if (process.env.LORA_STUDIO_NATIVE_MATMUL !== '0') {
