@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { trackLiveBytes } from './live-bytes';
 import { estimateTraining, type TrainingEstimate } from '../src/engine/estimate';
 import { applyLora, loraVariables } from '../src/engine/lora';
 import { batchLoss, loadModel, type CausalLM } from '../src/engine/models';
@@ -40,6 +41,8 @@ export interface ScenarioResult {
   optimizer_ms?: number;
   /** tf.memory().numBytes at its highest during a profiled step. */
   peak_bytes?: number;
+  /** tf.profile's peakBytes: every tensor counted, a shared buffer once per tensor that shares it. */
+  tensor_peak_bytes?: number;
   /** Process resident set size at its highest, sampled after each step. */
   peak_rss_bytes?: number;
   base_weight_bytes_per_param?: number;
@@ -239,11 +242,16 @@ async function measureTrainer(scenario: Scenario, model: CausalLM, trainer: Trai
   const backwardMs = Math.max(0, median(gradTimes) - forwardMs);
 
   log(`${scenario.name}: profiled step`);
+  const liveBytes = trackLiveBytes();
   const profileStart = performance.now();
   const info = await tf.profile(() => {
     trainer.trainStep();
   });
   const profileWall = performance.now() - profileStart;
+  // Buffers really held at the highest point (wasm); tfjs's own figure counts shared buffers once
+  // per tensor.
+  const peakBytes = liveBytes?.peak() ?? info.peakBytes;
+  liveBytes?.stop();
   sampleRss();
   // Composite ops (custom gradients, `logSoftmax__op`) are recorded around the kernels they run,
   // so only registered kernels count toward the total.
@@ -288,7 +296,8 @@ async function measureTrainer(scenario: Scenario, model: CausalLM, trainer: Trai
     forward_ms: forwardMs,
     backward_ms: backwardMs,
     optimizer_ms: median(optimizerTimes),
-    peak_bytes: info.peakBytes,
+    peak_bytes: peakBytes,
+    tensor_peak_bytes: info.peakBytes,
     peak_rss_bytes: peakRss,
     base_weight_bytes_per_param: baseWeightBytesPerParameter(model),
     tensor_drift: drift,

@@ -6,6 +6,7 @@ import type { TrainConfig } from '../shared/train-config';
 import type { ModelInfo } from './models/inspect';
 import { matchesTarget } from './lora';
 import { headChunkRows } from './models/head-loss';
+import { LIVE_SCORE_BUFFERS, attentionChunkSize } from './models/attention';
 
 export interface TrainingEstimate {
   trainableParameters: number;
@@ -103,26 +104,35 @@ export function estimateTraining(info: ModelInfo, config: TrainConfig, backend =
 }
 
 /**
- * Float32 values alive when the step's memory peaks: tfjs keeps every forward value and every
- * gradient of a step until its backward pass ends. The per-token
- * constants were fitted to per-kernel byte profiles of this engine (`npm run bench:memory`,
- * docs/BENCHMARKS.md). They track the measured peaks within a few percent, and they change
- * whenever the forward pass keeps different intermediates.
+ * Float32 values alive when the step's memory peaks: what each operation saves for its gradient
+ * stays until the backward pass ends. The engine's fused operations (fused-linear.ts,
+ * fused-ops.ts, attention.ts) save their inputs only, so a block keeps about 35 hidden-sized
+ * values per token plus its MLP activations (GELU: two intermediate-sized, SwiGLU: three), and a
+ * LoRA layer with dropout keeps its dropout multiplier, one input-sized value. The constants were
+ * fitted to the buffers measured by `npm run bench:memory` (docs/BENCHMARKS.md), which they
+ * match within about 6 %; they change whenever the forward pass keeps different intermediates.
  */
 function activationValues(info: ModelInfo, config: TrainConfig, tokens: number, targets: LinearShape[]): number {
   const h = info.hiddenSize;
-  const perLayer = (info.modelType === 'gpt2' ? 122 * h : 80 * h + 5.8 * info.intermediateSize) + 15.4 * info.numHeads * config.maxSeqLength;
-  const adapters = 6 * targets.reduce((sum, s) => sum + s.inFeatures + s.outFeatures, 0);
+  const perLayer = info.modelType === 'gpt2' ? 35 * h + 2 * info.intermediateSize : 36 * h + 3 * info.intermediateSize;
+  const adapters = targets.reduce((sum, s) => sum + (config.lora.loraDropout > 0 ? s.inFeatures : 0) + config.lora.r, 0);
   // The frozen LM head runs in chunks (models/head-loss.ts): one chunk's logits and their gradient
   // exist for a moment at the end of the forward pass.
   const headChunk = 2 * Math.min(tokens, headChunkRows(info.vocabSize)) * info.vocabSize;
-  const blocks = tokens * (info.numLayers * perLayer + adapters);
-  // Without checkpointing the chunk arrives when the activations are at their largest; half of it
-  // is the share that the measured peaks show on top of them.
-  if (!config.gradientCheckpointing) return blocks + headChunk / 2;
-  // With checkpointing the peak is either the head's chunk or one recomputed block, beside each
-  // block's kept input and its gradient.
-  return Math.max(headChunk, blocks / info.numLayers) + 3 * info.numLayers * tokens * h;
+  // The backward pass of one layer's attention holds a few score-sized buffers per chunk.
+  const chunk = config.maxAttentionBytes
+    ? Math.min(config.maxSeqLength, attentionChunkSize({ maxAttentionBytes: config.maxAttentionBytes, batch: config.batchSize, heads: info.numHeads, keyLength: config.maxSeqLength }))
+    : config.maxSeqLength;
+  const attention = LIVE_SCORE_BUFFERS * config.batchSize * info.numHeads * chunk * config.maxSeqLength;
+  if (!config.gradientCheckpointing) {
+    // The head's chunk arrives after the last block; the measured peaks show about 60 % of it
+    // on top of the kept activations.
+    return tokens * (info.numLayers * perLayer + adapters) + Math.max(0.6 * headChunk, attention);
+  }
+  // With checkpointing the peak is the head's chunk or one recomputed block, beside each block's
+  // kept input.
+  const block = tokens * (perLayer + adapters / info.numLayers) + attention;
+  return Math.max(headChunk, block) + info.numLayers * tokens * h;
 }
 
 /** Base weights in memory: float32, or about 4.13 bits per quantized linear weight with NF4 + double quantization. */
