@@ -27,6 +27,8 @@ export interface KernelShare {
 export interface ScenarioResult {
   name: string;
   available: boolean;
+  /** Whether the step ran with gradient checkpointing (when it would not fit otherwise); the peer does the same. */
+  gradient_checkpointing?: boolean;
   /** Why the scenario was skipped or failed. */
   note?: string;
   tokens_per_s?: number;
@@ -120,6 +122,12 @@ function baseWeightBytesPerParameter(model: CausalLM): number {
   return bytes / parameters;
 }
 
+/**
+ * Steps whose memory estimate exceeds this run with gradient checkpointing: the wasm heap ends at
+ * 4 GiB, and the weights, the allocator's free gaps and the estimate's error need room below it.
+ */
+export const WASM_STEP_BUDGET_BYTES = 3.4 * 2 ** 30;
+
 /** Builds the run settings of a scenario, as the trainer and the memory estimate receive them. */
 export function scenarioConfig(scenario: Scenario, modelPath: string): TrainConfig {
   const lora = { ...DEFAULT_TRAIN_CONFIG.lora, r: scenario.rank, loraAlpha: 2 * scenario.rank, targetModules: attentionTargets(scenario.shape.family) };
@@ -152,7 +160,13 @@ export async function runScenario(scenario: Scenario, tmpRoot: string, log: (lin
     writeRandomModel(dir, scenario.shape, 1234);
     const config = scenarioConfig(scenario, dir);
     // The estimate reads the folder's config.json and safetensors header, so it runs before the folder is removed.
-    const estimate = estimateTraining(inspectModel(dir), config).memory;
+    const info = inspectModel(dir);
+    let estimate = estimateTraining(info, config).memory;
+    if (tf.getBackend() === 'wasm' && estimate.totalBytes > WASM_STEP_BUDGET_BYTES) {
+      log(`${scenario.name}: estimated ${(estimate.totalBytes / 2 ** 30).toFixed(2)} GiB exceeds the wasm heap budget; running with gradient checkpointing`);
+      config.gradientCheckpointing = true;
+      estimate = estimateTraining(info, config).memory;
+    }
     model = loadModel(dir).model;
     fs.rmSync(dir, { recursive: true, force: true });
     if (config.quant) quantizeModel!(model, config.quant);
@@ -161,7 +175,7 @@ export async function runScenario(scenario: Scenario, tmpRoot: string, log: (lin
     const examples = randomExamples(4 * scenario.batch, scenario.seq, scenario.shape.vocab, 7);
     trainer = new Trainer({ model, train: examples, settings: config, padTokenId: 0 });
     const result = await measureTrainer(scenario, model, trainer, log);
-    return { ...result, estimate_bytes: estimate.totalBytes, estimate_memory: estimate, estimate_error: estimate.totalBytes / result.peak_bytes! - 1 };
+    return { ...result, gradient_checkpointing: config.gradientCheckpointing, estimate_bytes: estimate.totalBytes, estimate_memory: estimate, estimate_error: estimate.totalBytes / result.peak_bytes! - 1 };
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     return { name: scenario.name, available: false, note: `failed: ${message.split('\n')[0]}` };

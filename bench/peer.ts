@@ -70,8 +70,11 @@ function ensureOptimizedBlas(log: (line: string) => void): void {
   if (install.status !== 0) log(`apt-get install libopenblas0-pthread failed; the PyTorch peer runs on the reference BLAS`);
 }
 
-/** Runs the peer for one scenario with `threads` intra-op threads; null when it fails. */
-export function runTorchPeer(scenario: Scenario, threads: number, log: (line: string) => void): TorchResult | null {
+/**
+ * Runs the peer for one scenario with `threads` intra-op threads, with gradient checkpointing per
+ * block when the engine's step used it; null when it fails.
+ */
+export function runTorchPeer(scenario: Scenario, threads: number, checkpointing: boolean, log: (line: string) => void): TorchResult | null {
   const spec = {
     ...scenario.shape,
     seq: scenario.seq,
@@ -80,6 +83,7 @@ export function runTorchPeer(scenario: Scenario, threads: number, log: (line: st
     lora_dropout: 0.05,
     steps: scenario.steps,
     threads,
+    checkpointing,
   };
   const script = path.join(path.dirname(new URL(import.meta.url).pathname), 'torch_peer.py');
   const peerScript = fs.existsSync(script) ? script : path.resolve('bench', 'torch_peer.py');

@@ -4,7 +4,8 @@ The same step as the tfjs engine, in plain PyTorch (no transformers library): GP
 blocks with random float32 weights, LoRA (PEFT semantics: y = x W^T + dropout(x) A^T B^T * alpha/r)
 on the attention projections, eager attention with an additive causal mask, the loss over the
 shifted labels through the tied embedding, clip_grad_norm_(1.0) and torch.optim.AdamW on the LoRA
-parameters only.
+parameters only. With "checkpointing": true in the spec, each block runs under
+torch.utils.checkpoint, as the engine does when its step needs gradient checkpointing to fit.
 
 Usage: python3 torch_peer.py '<json spec>'; prints one JSON line with tokens_per_s, step_ms,
 forward_ms, backward_ms and optimizer_ms (medians over `steps` steps after one warm-up step).
@@ -18,6 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class LoraLinear(nn.Module):
@@ -154,7 +156,10 @@ class CausalLM(nn.Module):
         if self.spec["family"] == "gpt2":
             x = x + self.positions[:s]
         for block in self.blocks:
-            x = block(x, mask, rope)
+            if self.spec.get("checkpointing"):
+                x = checkpoint(block, x, mask, rope, use_reentrant=False)
+            else:
+                x = block(x, mask, rope)
         hidden = self.final_norm(x)[:, :-1].reshape(-1, x.shape[-1])
         logits = hidden @ self.embed.t()
         return F.cross_entropy(logits, input_ids[:, 1:].reshape(-1))

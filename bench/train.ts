@@ -82,11 +82,12 @@ function formatNumber(value: number | undefined, digits = 0): string {
 }
 
 function formatTable(results: ScenarioResult[]): string {
-  const header = ['scenario', 'tok/s', 'step ms', 'step CPU ms', 'fwd ms', 'bwd ms', 'opt ms', 'peak MiB', 'RSS MiB', 'est. MiB', 'est. error', 'B/param', 'drift', 'MFU', 'torch tok/s', 'ours/torch'];
+  const header = ['scenario', 'ckpt', 'tok/s', 'step ms', 'step CPU ms', 'fwd ms', 'bwd ms', 'opt ms', 'peak MiB', 'RSS MiB', 'est. MiB', 'est. error', 'B/param', 'drift', 'MFU', 'torch tok/s', 'ours/torch'];
   const rows = results.map((r) =>
     r.available
       ? [
           r.name,
+          r.gradient_checkpointing ? 'yes' : 'no',
           formatNumber(r.tokens_per_s, 1),
           formatNumber(r.step_ms),
           formatNumber(r.step_cpu_ms),
@@ -103,7 +104,7 @@ function formatTable(results: ScenarioResult[]): string {
           formatNumber(r.torch_tokens_per_s, 1),
           formatNumber(r.ratio_vs_torch, 2),
         ]
-      : [r.name, r.note ?? 'not available', '', '', '', '', '', '', '', '', '', '', '', '', '', ''],
+      : [r.name, r.note ?? 'not available', '', '', '', '', '', '', '', '', '', '', '', '', '', '', ''],
   );
   const widths = header.map((h, i) => Math.max(h.length, ...rows.filter((row) => row[2] !== '').map((row) => row[i].length)));
   const line = (cells: string[]) => (cells[2] === '' && cells[1] !== '' ? `| ${cells[0].padEnd(widths[0])} | ${cells[1]}` : `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`);
@@ -150,7 +151,7 @@ async function main(): Promise<void> {
       const result = await runScenario(scenario, tmpRoot, log);
       if (result.available && torch.available) {
         log(`${scenario.name}: PyTorch peer (${threads} thread${threads === 1 ? '' : 's'})`);
-        const peer = runTorchPeer(scenario, threads, log);
+        const peer = runTorchPeer(scenario, threads, result.gradient_checkpointing === true, log);
         if (peer) {
           result.torch_tokens_per_s = peer.tokens_per_s;
           result.torch_step_ms = peer.step_ms;
