@@ -167,9 +167,8 @@ export async function runScenario(scenario: Scenario, tmpRoot: string, log: (lin
       config.gradientCheckpointing = true;
       estimate = estimateTraining(info, config).memory;
     }
-    model = loadModel(dir).model;
+    model = loadModel(dir, { quantize: config.quant }).model;
     fs.rmSync(dir, { recursive: true, force: true });
-    if (config.quant) quantizeModel!(model, config.quant);
 
     applyLora(model, config.lora, 42);
     const examples = randomExamples(4 * scenario.batch, scenario.seq, scenario.shape.vocab, 7);

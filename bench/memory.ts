@@ -344,8 +344,8 @@ async function measureSteps(label: string, task: Extract<Task, { kind: 'peak' }>
 
 /** Builds the trainer's step with LoRA (or QLoRA) adapters on every linear layer. */
 function loraTraining(dir: string, examples: Example[], config: TrainConfig): Stepper {
-  const model = loadModel(dir).model;
-  if (config.quant) quantizeModel(model, config.quant);
+  // QLoRA loads as the app does: quantized on the host, without float32 kernels on the backend.
+  const model = loadModel(dir, { quantize: config.quant }).model;
   applyLora(model, config.lora, config.seed);
   const trainer = new Trainer({ model, train: examples, settings: config, padTokenId: 0 });
   return {
@@ -434,7 +434,6 @@ async function measureValidation(method: 'lora' | 'qlora', modelDir: string, dat
   const examples = encodeChatFile(dataFile, tokenizer);
   const { train, validation } = splitTrainValidation(examples, VALIDATION.validationSplit, VALIDATION.seed);
 
-  const model = loadModel(modelDir).model;
   const config: TrainConfig = {
     ...DEFAULT_TRAIN_CONFIG,
     modelPath: modelDir,
@@ -449,7 +448,7 @@ async function measureValidation(method: 'lora' | 'qlora', modelDir: string, dat
     maxSeqLength: VALIDATION.maxSeqLength,
     seed: VALIDATION.seed,
   };
-  if (config.quant) quantizeModel(model, config.quant);
+  const model = loadModel(modelDir, { quantize: config.quant }).model;
   applyLora(model, config.lora, config.seed);
   const trainer = new Trainer({ model, train, validation, settings: config, padTokenId: tokenizer.padTokenId ?? 0 });
   try {

@@ -8,6 +8,7 @@ import { chunkedHeadLoss } from './head-loss';
 import { gatherRows, softmaxCrossEntropy } from './ops';
 import { CausalLM, type ForwardOptions } from './transformer';
 import type { ModelConfig } from './config';
+import type { QuantSettings } from '../quant/qlinear';
 
 export { CausalLM } from './transformer';
 export type { ModelConfig } from './config';
@@ -19,13 +20,17 @@ export interface LoadedModel {
   dir: string;
 }
 
-/** Loads config and weights from a model folder; errors name the folder and file. */
-export function loadModel(dir: string): LoadedModel {
+/**
+ * Loads config and weights from a model folder; errors name the folder and file. With `quantize`
+ * the blocks' linear layers are quantized on the host as they load (QLoRA), so the backend never
+ * holds their float32 weights: a model too large for memory in float32 can still load.
+ */
+export function loadModel(dir: string, options: { quantize?: QuantSettings } = {}): LoadedModel {
   const config = readModelConfig(dir);
   const files = locateModelFiles(dir);
   // GPT-2 checkpoints carry causal-mask buffers (`attn.bias`, `attn.masked_bias`) that are not weights.
   const weights = readModelWeights(files, (name) => !/\.attn\.(masked_)?bias$/.test(name));
-  const model = new CausalLM(config, weights, dir);
+  const model = new CausalLM(config, weights, dir, { quantize: options.quantize });
   return { model, config, generationConfig: readGenerationConfig(dir), dir };
 }
 

@@ -44,12 +44,29 @@ export class Linear {
    */
   quantizedProduct: FrozenProduct | null = null;
 
-  constructor(name: string, kernel: tf.Tensor2D, bias: tf.Tensor1D | null, fanInFanOut: boolean) {
+  /** `kernel` is the float32 `[in, out]` weight, or only its shape for a quantized layer (`Linear.quantized`). */
+  constructor(name: string, kernel: tf.Tensor2D | { inFeatures: number; outFeatures: number }, bias: tf.Tensor1D | null, fanInFanOut: boolean) {
     this.name = name;
-    this.kernel = kernel;
     this.bias = bias;
     this.fanInFanOut = fanInFanOut;
-    [this.inFeatures, this.outFeatures] = kernel.shape;
+    if (kernel instanceof tf.Tensor) {
+      this.kernel = kernel;
+      [this.inFeatures, this.outFeatures] = kernel.shape;
+    } else {
+      this.kernel = null;
+      ({ inFeatures: this.inFeatures, outFeatures: this.outFeatures } = kernel);
+    }
+  }
+
+  /**
+   * A layer whose base weight was quantized on the host while loading, so its float32 kernel never
+   * occupies backend memory. `product` computes its matmuls (quant/qlinear.ts).
+   */
+  static quantized(name: string, weight: KernelSource & { inFeatures: number; outFeatures: number }, product: FrozenProduct, bias: tf.Tensor1D | null, fanInFanOut: boolean): Linear {
+    const layer = new Linear(name, weight, bias, fanInFanOut);
+    layer.quantized = weight;
+    layer.quantizedProduct = product;
+    return layer;
   }
 
   /**

@@ -19,6 +19,7 @@ import type { TensorToWrite } from './safetensors';
 import { chunkedGroupedAttention } from './attention';
 import { batchedMatMul, frozenMatMul, frozenMatMulTransposed, transposesAreFree } from './matmul';
 import type { FrozenHead } from './head-loss';
+import { QuantizedWeight, quantizedProduct, type QuantSettings } from '../quant/qlinear';
 import { unaryCustomGrad } from './ops';
 import { nativeGeluTanh, nativeGeluTanhGrad, nativeKernelsActive, nativeSilu, nativeSiluGrad } from '../backend/native-kernels';
 import { ropeInverseFrequencies, ropeTables } from './rope';
@@ -82,10 +83,12 @@ export class CausalLM {
   /**
    * @param options.trainableBase makes every base weight a `tf.Variable` (full fine-tuning and
    *   pretraining); LoRA training leaves it false so base weights stay frozen constants.
+   * @param options.quantize quantizes the blocks' linear layers on the host as they load (QLoRA),
+   *   so their float32 weights never reach the backend. Embeddings, norms and the LM head stay float32.
    */
-  constructor(config: ModelConfig, weights: Map<string, HostTensor>, source = 'model', options: { trainableBase?: boolean } = {}) {
+  constructor(config: ModelConfig, weights: Map<string, HostTensor>, source = 'model', options: { trainableBase?: boolean; quantize?: QuantSettings } = {}) {
     this.config = config;
-    const take = weightTaker(weights, source, options.trainableBase === true);
+    const take = weightTaker(weights, source, options.trainableBase === true, options.quantize);
     const family = config.family;
 
     if (family === 'gpt2') {
@@ -93,14 +96,14 @@ export class CausalLM {
       this.positionEmbeddings = take.matrix('transformer.wpe.weight', [config.maxPositionEmbeddings, config.hiddenSize]);
       this.blocks = range(config.numLayers).map((i) => buildGpt2Block(config, i, take));
       this.finalNorm = { weight: take.vector('transformer.ln_f.weight', config.hiddenSize), bias: take.vector('transformer.ln_f.bias', config.hiddenSize) };
-      this.lmHead = config.tieWordEmbeddings || !take.has('lm_head.weight') ? null : take.linear('lm_head', config.hiddenSize, config.vocabSize, false);
+      this.lmHead = config.tieWordEmbeddings || !take.has('lm_head.weight') ? null : take.linear('lm_head', config.hiddenSize, config.vocabSize, false, false);
       this.inverseFrequencies = null;
     } else {
       this.embedTokens = take.matrix('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
       this.positionEmbeddings = null;
       this.blocks = range(config.numLayers).map((i) => buildLlamaBlock(config, i, take));
       this.finalNorm = { weight: take.vector('model.norm.weight', config.hiddenSize), bias: null };
-      this.lmHead = config.tieWordEmbeddings ? null : take.linear('lm_head', config.hiddenSize, config.vocabSize, false);
+      this.lmHead = config.tieWordEmbeddings ? null : take.linear('lm_head', config.hiddenSize, config.vocabSize, false, false);
       this.inverseFrequencies = ropeInverseFrequencies(config.headDim, config.ropeTheta, config.ropeScaling);
     }
   }
@@ -468,7 +471,7 @@ type WeightTaker = ReturnType<typeof weightTaker>;
  * Reads weights by name and checks their shapes. GPT-2 checkpoints saved by the original
  * scripts omit the `transformer.` prefix, so both spellings are accepted.
  */
-function weightTaker(weights: Map<string, HostTensor>, source: string, trainable: boolean) {
+function weightTaker(weights: Map<string, HostTensor>, source: string, trainable: boolean, quantize?: QuantSettings) {
   const constant = <T extends tf.Tensor>(tensor: T): T => {
     if (!trainable) return tensor;
     const variable = tf.variable(tensor, true) as unknown as T;
@@ -490,20 +493,39 @@ function weightTaker(weights: Map<string, HostTensor>, source: string, trainable
     has: (name: string) => lookup(name) !== undefined,
     vector: (name: string, size: number) => constant(tf.tensor1d(get(name, [size]).data)),
     matrix: (name: string, shape: [number, number]) => constant(tf.tensor2d(get(name, shape).data, shape)),
-    /** `nn.Linear`: checkpoint `[out, in]`, stored transposed. */
-    linear: (name: string, inFeatures: number, outFeatures: number, bias: boolean): Linear => {
-      const weight = tf.tensor2d(get(`${name}.weight`, [outFeatures, inFeatures]).data, [outFeatures, inFeatures]);
+    /** `nn.Linear`: checkpoint `[out, in]`, stored transposed, or quantized in that layout. */
+    linear: (name: string, inFeatures: number, outFeatures: number, bias: boolean, quantizable = true): Linear => {
+      const host = get(`${name}.weight`, [outFeatures, inFeatures]);
+      const biasTensor = bias ? constant(tf.tensor1d(get(`${name}.bias`, [outFeatures]).data)) : null;
+      if (quantize && quantizable && !trainable) {
+        const weight = new QuantizedWeight(host.data, outFeatures, inFeatures, quantize);
+        return Linear.quantized(name, weight, quantizedProduct(weight), biasTensor, false);
+      }
+      const weight = tf.tensor2d(host.data, [outFeatures, inFeatures]);
       const kernel = constant(tf.transpose(weight));
       weight.dispose();
-      const biasTensor = bias ? constant(tf.tensor1d(get(`${name}.bias`, [outFeatures]).data)) : null;
       return new Linear(name, kernel, biasTensor, false);
     },
-    /** GPT-2 `Conv1D`: checkpoint `[in, out]`, stored as is. */
+    /** GPT-2 `Conv1D`: checkpoint `[in, out]`, stored as is, or transposed on the host and quantized. */
     conv1d: (name: string, inFeatures: number, outFeatures: number): Linear => {
-      const kernel = constant(tf.tensor2d(get(`${name}.weight`, [inFeatures, outFeatures]).data, [inFeatures, outFeatures]));
-      return new Linear(name, kernel, constant(tf.tensor1d(get(`${name}.bias`, [outFeatures]).data)), true);
+      const host = get(`${name}.weight`, [inFeatures, outFeatures]);
+      const biasTensor = constant(tf.tensor1d(get(`${name}.bias`, [outFeatures]).data));
+      if (quantize && !trainable) {
+        const weight = new QuantizedWeight(transposeOnHost(host.data, inFeatures, outFeatures), outFeatures, inFeatures, quantize);
+        return Linear.quantized(name, weight, quantizedProduct(weight), biasTensor, true);
+      }
+      return new Linear(name, constant(tf.tensor2d(host.data, [inFeatures, outFeatures])), biasTensor, true);
     },
   };
+}
+
+/** Row-major `[rows, cols]` → `[cols, rows]`. */
+function transposeOnHost(data: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(data.length);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c];
+  }
+  return out;
 }
 
 /**

@@ -17,4 +17,4 @@ export {
 } from './nf4';
 export { DOUBLE_QUANT_BLOCKSIZE, absmaxErrorBound, dequantizeAbsmax, doubleQuantize } from './double-quant';
 export { QuantizedWeight, createQuantizedMatMul, quantizedProduct, quantizeLinear, validateQuantSettings, type QuantSettings } from './qlinear';
-export { quantizeModel, type ModelQuantSettings, type QuantizationReport } from './model';
+export { quantizationReport, quantizeModel, type ModelQuantSettings, type QuantizationReport } from './model';

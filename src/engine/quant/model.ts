@@ -27,6 +27,22 @@ export interface QuantizationReport {
   bytesPerParameter: number;
 }
 
+/** Reports the quantized linear layers of a model, e.g. one loaded with `loadModel(dir, { quantize })`. */
+export function quantizationReport(model: CausalLM, settings: QuantSettings): QuantizationReport {
+  const layers = model.linearLayers().filter((layer) => layer.quantized);
+  const quantizedParameters = layers.reduce((sum, layer) => sum + layer.inFeatures * layer.outFeatures, 0);
+  const bytes = layers.reduce((sum, layer) => sum + layer.quantized!.bytes, 0);
+  return {
+    layers: layers.map((layer) => layer.name),
+    quantType: settings.quantType,
+    blocksize: settings.blocksize,
+    doubleQuant: settings.doubleQuant,
+    quantizedParameters,
+    bytes,
+    bytesPerParameter: quantizedParameters > 0 ? bytes / quantizedParameters : 0,
+  };
+}
+
 /** Quantizes the linear layers of `model` in place and reports what they now occupy. */
 export function quantizeModel(model: CausalLM, settings: ModelQuantSettings): QuantizationReport {
   validateQuantSettings(settings);

@@ -20,7 +20,7 @@ import { loadModel } from '../models';
 import { eosIds, type ModelConfig } from '../models/config';
 import type { CausalLM } from '../models/transformer';
 import { loadTokenizer, type Tokenizer } from '../tokenizer';
-import { quantizeModel } from '../quant';
+import { quantizationReport, validateQuantSettings } from '../quant';
 import { Trainer } from './trainer';
 
 export interface RunHooks {
@@ -50,7 +50,10 @@ export async function runTraining(config: TrainConfig, runDir: string, hooks: Ru
   hooks.log('info', summarizeReport(backend));
 
   hooks.progress({ step: 0, totalSteps: 0, epoch: 0, phase: 'loading' });
-  const { model, config: modelConfig } = loadModel(config.modelPath);
+  if (config.method === 'qlora') config.quant ??= { quantType: 'nf4', blocksize: 64, doubleQuant: true };
+  const quant = config.method === 'qlora' ? config.quant : undefined;
+  if (quant) validateQuantSettings(quant);
+  const { model, config: modelConfig } = loadModel(config.modelPath, { quantize: quant });
   let tokenizer: Tokenizer | undefined;
   let counts: ReturnType<typeof countParameters>;
   let train: TrainingExample[];
@@ -58,10 +61,8 @@ export async function runTraining(config: TrainConfig, runDir: string, hooks: Ru
   try {
     checkSequenceLength(config.maxSeqLength, modelConfig, config.modelPath);
     tokenizer = await loadOptionalTokenizer(config.modelPath, hooks);
-    if (config.method === 'qlora') {
-      const quant = config.quant ?? { quantType: 'nf4', blocksize: 64, doubleQuant: true };
-      config.quant = quant;
-      const report = quantizeModel(model, quant);
+    if (quant) {
+      const report = quantizationReport(model, quant);
       hooks.log('info', `quantized ${report.layers.length} linear layers to ${report.quantType}${report.doubleQuant ? ' with double quantization' : ''}: ${report.bytesPerParameter.toFixed(3)} bytes per parameter`);
     }
     prepareAdapters(model, config, hooks);
