@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { trackLiveBytes } from './live-bytes';
+import { GradientCheckpointing } from '../src/engine/models/checkpointing';
 import { estimateTraining, type TrainingEstimate } from '../src/engine/estimate';
 import { applyLora, loraVariables } from '../src/engine/lora';
 import { batchLoss, loadModel, type CausalLM } from '../src/engine/models';
@@ -173,7 +174,7 @@ export async function runScenario(scenario: Scenario, tmpRoot: string, log: (lin
     applyLora(model, config.lora, 42);
     const examples = randomExamples(4 * scenario.batch, scenario.seq, scenario.shape.vocab, 7);
     trainer = new Trainer({ model, train: examples, settings: config, padTokenId: 0 });
-    const result = await measureTrainer(scenario, model, trainer, log);
+    const result = await measureTrainer(scenario, model, trainer, config.gradientCheckpointing, log);
     return { ...result, gradient_checkpointing: config.gradientCheckpointing, estimate_bytes: estimate.totalBytes, estimate_memory: estimate, estimate_error: estimate.totalBytes / result.peak_bytes! - 1 };
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
@@ -185,7 +186,7 @@ export async function runScenario(scenario: Scenario, tmpRoot: string, log: (lin
   }
 }
 
-async function measureTrainer(scenario: Scenario, model: CausalLM, trainer: Trainer, log: (line: string) => void): Promise<ScenarioResult> {
+async function measureTrainer(scenario: Scenario, model: CausalLM, trainer: Trainer, checkpointing: boolean, log: (line: string) => void): Promise<ScenarioResult> {
   let peakRss = process.memoryUsage().rss;
   const sampleRss = () => {
     peakRss = Math.max(peakRss, process.memoryUsage().rss);
@@ -236,11 +237,14 @@ async function measureTrainer(scenario: Scenario, model: CausalLM, trainer: Trai
     syncTimes.push(performance.now() - lossTensorReady);
     loss.dispose();
 
+    // The same recomputation as the trainer's step when the scenario runs with checkpointing.
+    const recompute = checkpointing ? new GradientCheckpointing(context) : null;
     start = performance.now();
-    const { value, grads } = tf.variableGrads(() => batchLoss(model, batch, { context }), variables);
+    const { value, grads } = tf.variableGrads(() => batchLoss(model, batch, recompute ? { context: recompute.context, recomputeBlock: recompute.recomputeBlock } : { context }), variables);
     value.dataSync();
     gradTimes.push(performance.now() - start);
     value.dispose();
+    recompute?.dispose();
 
     start = performance.now();
     const gradients = new Map(Object.entries(grads));

@@ -7,14 +7,15 @@
  * `loadModel`, adds LoRA and trains with the real `Trainer`. Results and the method are
  * described in docs/BENCHMARKS.md.
  */
-import { execSync } from 'node:child_process';
+import { execSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend, parseBackendName } from '../src/engine/backend';
 import { defaultTmpRoot, measureMatmulFlops, runScenario, type ScenarioResult } from './measure';
 import { ensureTorch, runTorchPeer } from './peer';
-import { buildScenarios } from './scenarios';
+import { buildScenarios, type Scenario } from './scenarios';
 
 interface Options {
   quick: boolean;
@@ -24,6 +25,8 @@ interface Options {
   profile: boolean;
   backend: string | undefined;
   driftSteps: number;
+  /** Set in a child run (see runScenarioInChild): the file that receives its one result. */
+  scenarioResult: string | null;
 }
 
 const USAGE = `Usage: npm run bench -- [--quick] [--scenario NAME[,NAME]] [--json FILE] [--no-torch] [--profile] [--backend wasm|cpu] [--drift-steps N]
@@ -38,7 +41,7 @@ const USAGE = `Usage: npm run bench -- [--quick] [--scenario NAME[,NAME]] [--jso
                and profiled steps only)`;
 
 function parseOptions(argv: string[]): Options {
-  const options: Options = { quick: false, scenarios: null, json: null, torch: true, profile: false, backend: undefined, driftSteps: 0 };
+  const options: Options = { quick: false, scenarios: null, json: null, torch: true, profile: false, backend: undefined, driftSteps: 0, scenarioResult: null };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -51,6 +54,7 @@ function parseOptions(argv: string[]): Options {
     else if (arg === '--json') options.json = value();
     else if (arg === '--no-torch') options.torch = false;
     else if (arg === '--profile') options.profile = true;
+    else if (arg === '--scenario-result') options.scenarioResult = value();
     else if (arg === '--backend') options.backend = value();
     else if (arg === '--drift-steps') {
       options.driftSteps = Number(value());
@@ -125,6 +129,24 @@ function formatProfile(result: ScenarioResult): string {
   return lines.join('\n');
 }
 
+/**
+ * Runs one scenario in a child process of this script. The wasm heap never shrinks, so in one
+ * process a scenario would start with the heap the previous one grew, and the RSS column would
+ * carry it too.
+ */
+function runScenarioInChild(scenario: Scenario, options: Options, tmpRoot: string): ScenarioResult {
+  const resultFile = path.join(tmpRoot, `${scenario.name}.result.json`);
+  const args = [...process.execArgv, process.argv[1], '--scenario', scenario.name, '--scenario-result', resultFile, '--drift-steps', String(options.driftSteps)];
+  if (options.quick) args.push('--quick');
+  if (options.profile) args.push('--profile');
+  if (options.backend) args.push('--backend', options.backend);
+  const child = spawnSync(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  process.stderr.write(child.stderr ?? '');
+  if (child.status === 0 && fs.existsSync(resultFile)) return JSON.parse(fs.readFileSync(resultFile, 'utf8')) as ScenarioResult;
+  const lastLine = (child.stderr ?? '').trim().split('\n').filter((line) => !line.startsWith('[bench]') && !/^\s+at /.test(line)).pop() ?? '';
+  return { name: scenario.name, available: false, note: `failed (exit code ${child.status ?? child.signal}): ${lastLine}` };
+}
+
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2));
   const report = await selectBackend({ force: parseBackendName(options.backend), log });
@@ -137,6 +159,19 @@ async function main(): Promise<void> {
   if (unknown.length) throw new Error(`Unknown scenario ${unknown.join(', ')}. Known: ${all.map((s) => s.name).join(', ')}.`);
   const scenarios = options.scenarios ? all.filter((s) => options.scenarios!.includes(s.name)) : all;
 
+  if (options.scenarioResult) {
+    // A child run: one scenario, its result to a file for the parent.
+    const childRoot = defaultTmpRoot();
+    try {
+      const result = await runScenario(scenarios[0], childRoot, log);
+      if (options.profile && result.available) process.stdout.write(formatProfile(result) + '\n');
+      fs.writeFileSync(options.scenarioResult, JSON.stringify(result));
+    } finally {
+      fs.rmSync(childRoot, { recursive: true, force: true });
+    }
+    return;
+  }
+
   const torch = options.torch ? ensureTorch(log) : { available: false, note: 'skipped (--no-torch)' };
   if (!torch.available) log(`PyTorch peer: ${torch.note}`);
 
@@ -148,7 +183,7 @@ async function main(): Promise<void> {
   const results: ScenarioResult[] = [];
   try {
     for (const scenario of scenarios) {
-      const result = await runScenario(scenario, tmpRoot, log);
+      const result = runScenarioInChild(scenario, options, tmpRoot);
       if (result.available && torch.available) {
         log(`${scenario.name}: PyTorch peer (${threads} thread${threads === 1 ? '' : 's'})`);
         const peer = runTorchPeer(scenario, threads, result.gradient_checkpointing === true, log);
@@ -159,7 +194,6 @@ async function main(): Promise<void> {
         }
       }
       results.push(result);
-      if (options.profile) process.stdout.write(formatProfile(result) + '\n');
     }
   } finally {
     fs.rmSync(tmpRoot, { recursive: true, force: true });
