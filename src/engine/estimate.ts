@@ -129,10 +129,10 @@ function activationValues(info: ModelInfo, config: TrainConfig, tokens: number, 
     // on top of the kept activations.
     return tokens * (info.numLayers * perLayer + adapters) + Math.max(0.6 * headChunk, attention);
   }
-  // With checkpointing the peak is the head's chunk or one recomputed block, beside each block's
-  // kept input.
+  // With checkpointing the peak is the head's chunk or one recomputed block, whose activations
+  // and their gradients are alive together, beside each block's kept input.
   const block = tokens * (perLayer + adapters / info.numLayers) + attention;
-  return Math.max(headChunk, block) + info.numLayers * tokens * h;
+  return Math.max(headChunk, 2 * block) + info.numLayers * tokens * h;
 }
 
 /** Base weights in memory: float32, or about 4.13 bits per quantized linear weight with NF4 + double quantization. */

@@ -143,9 +143,16 @@ export class CausalLM {
     }
     const rope = this.inverseFrequencies ? this.ropeFor(positions, batch, seq) : null;
 
+    // Without a tape (evaluation, generation) nothing is kept for a backward pass, so each block's
+    // intermediates are freed when it ends instead of when the caller's tidy does.
+    const inference = !tf.engine().isTapeOn();
     this.blocks.forEach((block, layerIndex) => {
       const run = (h: tf.Tensor2D) => this.block(block, layerIndex, h, { batch, seq, mask, rope, context, cache: options.cache, attentionChunkSize: options.attentionChunkSize });
-      hidden = options.recomputeBlock ? options.recomputeBlock(run, hidden) : run(hidden);
+      if (options.recomputeBlock) hidden = options.recomputeBlock(run, hidden);
+      else if (inference) {
+        const input = hidden;
+        hidden = tf.tidy(() => run(input));
+      } else hidden = run(hidden);
     });
     if (options.cache) options.cache.length += seq;
 
