@@ -124,15 +124,15 @@ function activationValues(info: ModelInfo, config: TrainConfig, tokens: number, 
     ? Math.min(config.maxSeqLength, attentionChunkSize({ maxAttentionBytes: config.maxAttentionBytes, batch: config.batchSize, heads: info.numHeads, keyLength: config.maxSeqLength }))
     : config.maxSeqLength;
   const attention = LIVE_SCORE_BUFFERS * config.batchSize * info.numHeads * chunk * config.maxSeqLength;
-  if (!config.gradientCheckpointing) {
-    // The head's chunk arrives after the last block; the measured peaks show about 60 % of it
-    // on top of the kept activations.
-    return tokens * (info.numLayers * perLayer + adapters) + Math.max(0.6 * headChunk, attention);
-  }
+  // The head's chunk arrives after the last block; the measured peaks show about 60 % of it on
+  // top of the kept activations.
+  const withoutCheckpointing = tokens * (info.numLayers * perLayer + adapters) + Math.max(0.6 * headChunk, attention);
+  if (!config.gradientCheckpointing) return withoutCheckpointing;
   // With checkpointing the peak is the head's chunk or one recomputed block, whose activations
-  // and their gradients are alive together, beside each block's kept input.
+  // and their gradients are alive together, beside each block's kept input. In a model of one
+  // or two blocks that is as much as keeping everything, and checkpointing saves nothing.
   const block = tokens * (perLayer + adapters / info.numLayers) + attention;
-  return Math.max(headChunk, 2 * block) + info.numLayers * tokens * h;
+  return Math.min(withoutCheckpointing, Math.max(headChunk, 2 * block) + info.numLayers * tokens * h);
 }
 
 /** Base weights in memory: float32, or about 4.13 bits per quantized linear weight with NF4 + double quantization. */
