@@ -140,8 +140,8 @@ function runScenarioInChild(scenario: Scenario, options: Options, tmpRoot: strin
   if (options.quick) args.push('--quick');
   if (options.profile) args.push('--profile');
   if (options.backend) args.push('--backend', options.backend);
-  // A failure inside the step (an exhausted wasm heap included) is caught by runScenario and
-  // written as the result; a missing file means the child itself died.
+  // runScenario catches a failure inside the step (an exhausted wasm heap included) and writes it
+  // as the result. A missing file means that the child process itself died.
   const child = spawnSync(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
   if (fs.existsSync(resultFile)) return JSON.parse(fs.readFileSync(resultFile, 'utf8')) as ScenarioResult;
   return { name: scenario.name, available: false, note: `failed: the child process ended with ${child.signal ?? `exit code ${child.status}`} before writing a result` };

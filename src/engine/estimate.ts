@@ -106,9 +106,9 @@ export function estimateTraining(info: ModelInfo, config: TrainConfig, backend =
 /**
  * Float32 values alive when the step's memory peaks: what each operation saves for its gradient
  * stays until the backward pass ends. The engine's fused operations (fused-linear.ts,
- * fused-ops.ts, attention.ts) save their inputs only, so a block keeps about 35 hidden-sized
- * values per token plus its MLP activations (GELU: two intermediate-sized, SwiGLU: three), and a
- * LoRA layer with dropout keeps its dropout multiplier, one input-sized value. The constants were
+ * fused-ops.ts, attention.ts) save their inputs only. So a block keeps about 35 hidden-sized
+ * values per token plus its MLP activations (GELU: two intermediate-sized, SwiGLU: three). A
+ * LoRA layer with dropout also keeps its dropout multiplier, one input-sized value. The constants were
  * fitted to the buffers measured by `npm run bench:memory` (docs/BENCHMARKS.md), which they
  * match within about 6 %; they change whenever the forward pass keeps different intermediates.
  */
@@ -119,7 +119,7 @@ function activationValues(info: ModelInfo, config: TrainConfig, tokens: number, 
   // The frozen LM head runs in chunks (models/head-loss.ts): one chunk's logits and their gradient
   // exist for a moment at the end of the forward pass.
   const headChunk = 2 * Math.min(tokens, headChunkRows(info.vocabSize)) * info.vocabSize;
-  // The backward pass of one layer's attention holds a few score-sized buffers per chunk.
+  // The backward pass of one layer's attention allocates a few score-sized buffers per chunk.
   const chunk = config.maxAttentionBytes
     ? Math.min(config.maxSeqLength, attentionChunkSize({ maxAttentionBytes: config.maxAttentionBytes, batch: config.batchSize, heads: info.numHeads, keyLength: config.maxSeqLength }))
     : config.maxSeqLength;

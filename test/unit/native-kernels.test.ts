@@ -173,7 +173,7 @@ describe.each(['wasm', 'cpu'] as const)('chunked LM-head loss on %s', (backend) 
   const vocab = 37;
   const targets = [0, 36, 4, 4, 17, 9, 30, 2, 11, 25];
 
-  /** A tied head over a fixed table `[vocab, hidden]`. */
+  /** Builds a tied head over a fixed table `[vocab, hidden]`. */
   function head(table: tf.Tensor2D): FrozenHead {
     return { vocabSize: vocab, logits: (x) => tf.matMul(x, table, false, true), inputGradient: (g) => tf.matMul(g, table) };
   }

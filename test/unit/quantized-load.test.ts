@@ -27,7 +27,7 @@ describe.each(FIXTURE_MODELS)('%s quantized while loading', (name) => {
 
     expect(report.layers).toEqual(laterReport.layers);
     expect(report.bytes).toBe(laterReport.bytes);
-    // Every quantized layer holds no float32 kernel, and the model's tensors are the float32 rest
+    // No quantized layer has a float32 kernel, and the model's tensors are the float32 rest
     // (embeddings, norms, biases, an untied head) plus the packed weights.
     const quantized = direct.linearLayers().filter((layer) => layer.quantized);
     expect(quantized.length).toBe(report.layers.length);

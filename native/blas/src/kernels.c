@@ -3,8 +3,8 @@
  * (tanh form) and SiLU with their derivatives, the softmax cross-entropy of logit rows with its
  * gradient, and the rebuild of a 4-bit quantized weight.
  *
- * Each loop is plain arithmetic that the compiler vectorizes; `exp` is computed inline (below)
- * instead of calling libm, whose scalar `expf` would keep the loops from vectorizing. The hot
+ * Each loop is plain arithmetic that the compiler vectorizes. `exp` is computed inline (below)
+ * instead of calling libm, because a call to the scalar `expf` would keep the loops scalar. The hot
  * loops are compiled twice, for AVX2 + FMA and for the x86-64 baseline, and the loader picks the
  * one the CPU supports.
  *

@@ -1,9 +1,9 @@
 /**
  * Native kernels for the parts of a training step that the wasm backend runs one element at a
- * time in scalar code: GELU and SiLU with their derivatives, the softmax cross-entropy of the LM
- * head's logit rows, and the rebuild of 4-bit quantized weights. They come from the same optional
- * package as the native matmul (`native/blas/src/kernels.c`) and are registered as tfjs kernels
- * of the wasm backend, so they read and write the wasm heap in place.
+ * time in scalar code. They cover GELU and SiLU with their derivatives, the softmax cross-entropy
+ * of the LM head's logit rows, and the rebuild of 4-bit quantized weights. They come from the
+ * same optional package as the native matmul (`native/blas/src/kernels.c`) and are registered as
+ * tfjs kernels of the wasm backend, so they read and write the wasm heap in place.
  *
  * `npm run bench -- --quick --profile` measured, per element on a 2-core AMD EPYC: GELU through
  * tfjs ops about 36 ns (Pow, Tanh and five element-wise kernels), natively 1.3 ns; the softmax
@@ -42,7 +42,7 @@ const KERNEL_NAMES = {
 
 let registered = false;
 
-/** Whether the binding exports the kernels (a binding built before they existed does not). */
+/** Checks that the binding exports the kernels (a binding built before they existed does not). */
 export function hasKernels(binding: object): binding is KernelBinding {
   return Object.keys(KERNEL_NAMES).every((method) => typeof (binding as Record<string, unknown>)[method] === 'function');
 }

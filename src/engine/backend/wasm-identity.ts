@@ -2,7 +2,7 @@
  * An Identity kernel for the wasm backend that shares the input's memory instead of copying it.
  *
  * tfjs saves every tensor a gradient needs through `clone`, which runs Identity. The CPU and
- * WebGL backends answer with a reference to the same data (counted, freed with its last tensor);
+ * WebGL backends return a reference to the same data (counted, freed with its last tensor);
  * tfjs-backend-wasm 4.22 copies it. In a training step that is one copy of every saved activation:
  * memory the step holds until its backward pass ends, and time (`Identity` took 62 ms of a
  * 1 621 ms step in `npm run bench -- --quick --profile`, smollm-135m-long). Tensor data is

@@ -4,10 +4,9 @@
  *
  *     y = x · W + b + (dropout(x) · Aᵀ) · Bᵀ · scaling
  *
- * tfjs keeps every tensor a forward pass creates until the backward pass ends. Written as
+ * tfjs keeps what each operation saves for its gradient until the backward pass ends. Written as
  * separate operations, this layer would keep the base product, the sum with the bias, the dropout
- * noise and its three intermediates, the dropped input, the LoRA up-projection, its scaled copy
- * and the final sum: about five tensors of the input's size and four of the output's per token.
+ * noise and its intermediates, the dropped input, the LoRA up-projection and its scaled copy.
  * As one operation it keeps its output, the dropout multiplier (input-sized, only with dropout)
  * and the rank-sized down-projection. The backward pass computes
  *

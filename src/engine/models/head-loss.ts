@@ -3,7 +3,7 @@
  * train (LoRA and QLoRA leave it frozen).
  *
  * Computed the plain way, the loss keeps the logits `[tokens, vocab]` and their gradient alive
- * until the backward pass: at 1 024 tokens and GPT-2's 50 257 words, five such tables hold 1 GiB,
+ * until the backward pass. At 1 024 tokens and GPT-2's 50 257 words, five such tables take 1 GiB,
  * more than the rest of a LoRA step. Here each chunk of rows gets its logits, its loss and the
  * gradient of the loss with respect to them, `(softmax − one_hot) / n`, in the forward pass, and
  * the gradient is at once carried through the head to the hidden states, `dlogits · W`. Only that

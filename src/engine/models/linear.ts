@@ -70,8 +70,8 @@ export class Linear {
   }
 
   /**
-   * `x [tokens, in] → [tokens, out]`. `inputGradient: false` tells the layer that nothing upstream
-   * of `x` trains, so its backward pass skips `dy · Wᵀ`.
+   * `x [tokens, in] → [tokens, out]`. `inputGradient: false` means that nothing upstream of `x`
+   * trains, so the backward pass returns zeros for `x` and skips `dy · Wᵀ`.
    */
   apply(x: tf.Tensor2D, context: ForwardContext, options: { inputGradient?: boolean } = {}): tf.Tensor2D {
     const dropoutSeed = context.training && this.lora ? context.nextSeed() : undefined;
