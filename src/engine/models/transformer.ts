@@ -176,8 +176,9 @@ export class CausalLM {
   }
 
   /**
-   * Returns the LM head as two products for the chunked loss (`head-loss.ts`), or null when the
-   * head trains (full fine-tuning, LoRA on `lm_head`) is quantized or has a bias, which need the plain path.
+   * Returns the LM head as two products for the chunked loss (`head-loss.ts`). Returns null when
+   * the head trains (full fine-tuning, LoRA on `lm_head`), is quantized or has a bias, because
+   * those need the plain path.
    */
   frozenHead(): FrozenHead | null {
     const vocabSize = this.config.vocabSize;
