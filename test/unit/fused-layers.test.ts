@@ -6,17 +6,9 @@ import { fusedLinear } from '../../src/engine/models/fused-linear';
 import { layerNorm, rmsNorm, rope, swiglu } from '../../src/engine/models/fused-ops';
 import { applyRope } from '../../src/engine/models/rope';
 import { maxAbsDiff } from '../helpers/fixtures';
+import { seededValues } from '../helpers/seeded-values';
 
-/** Deterministic values in [-range, range). */
-function values(count: number, range: number, seed: number): Float32Array {
-  const out = new Float32Array(count);
-  let state = seed;
-  for (let i = 0; i < count; i++) {
-    state = (state * 1103515245 + 12345) % 2147483648;
-    out[i] = (state / 2147483648 - 0.5) * 2 * range;
-  }
-  return out;
-}
+const values = (count: number, range: number, seed = 7) => seededValues(count, range, seed);
 
 /** Value and gradients of `sum(f(inputs) · weights)` for every input. */
 function valueAndGrads(f: (...inputs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[], weights: tf.Tensor) {

@@ -7,20 +7,12 @@ import { chunkedHeadLoss, type FrozenHead } from '../../src/engine/models/head-l
 import { softmaxCrossEntropy } from '../../src/engine/models/ops';
 import { geluTanh, silu } from '../../src/engine/models/transformer';
 import { QuantizedWeight } from '../../src/engine/quant/qlinear';
+import { seededValues } from '../helpers/seeded-values';
 
 // The kernels come with the optional native package; without it these cases skip.
 const available = loadBlasBinding().binding !== undefined;
 
-/** Deterministic values in [-range, range) from a linear congruential sequence. */
-function values(count: number, range: number, seed = 7): Float32Array {
-  const out = new Float32Array(count);
-  let state = seed;
-  for (let i = 0; i < count; i++) {
-    state = (state * 1103515245 + 12345) % 2147483648;
-    out[i] = (state / 2147483648 - 0.5) * 2 * range;
-  }
-  return out;
-}
+const values = (count: number, range: number, seed = 7) => seededValues(count, range, seed);
 
 const GELU_C = Math.sqrt(2 / Math.PI);
 const GELU_A = 0.044715;

@@ -59,7 +59,8 @@ export function registerNativeKernels(binding: KernelBinding): void {
     return backend.wasm.HEAP32.subarray(start, start + tf.util.sizeFromShape(info.shape));
   };
 
-  const unary = (name: string, run: (x: Float32Array, out: Float32Array) => void) =>
+  // Element-wise kernels: `x` (and `dy` for a derivative) in, one output of x's shape.
+  const elementwise = (name: string, run: (x: Float32Array, out: Float32Array, dy?: Float32Array) => void) =>
     tf.registerKernel({
       kernelName: name,
       backendName: 'wasm',
@@ -68,27 +69,16 @@ export function registerNativeKernels(binding: KernelBinding): void {
         const x = inputs.x as tf.TensorInfo;
         const out = view.makeOutput(x.shape, 'float32');
         // Views are taken after makeOutput: its allocation may grow the heap and detach older ones.
-        run(floats(view, x), floats(view, out));
-        return out;
-      },
-    });
-  const withGradient = (name: string, run: (x: Float32Array, dy: Float32Array, out: Float32Array) => void) =>
-    tf.registerKernel({
-      kernelName: name,
-      backendName: 'wasm',
-      kernelFunc: ({ inputs, backend }) => {
-        const view = backend as unknown as WasmBackendView;
-        const x = inputs.x as tf.TensorInfo;
-        const out = view.makeOutput(x.shape, 'float32');
-        run(floats(view, x), floats(view, inputs.dy as tf.TensorInfo), floats(view, out));
+        const dy = inputs.dy ? floats(view, inputs.dy as tf.TensorInfo) : undefined;
+        run(floats(view, x), floats(view, out), dy);
         return out;
       },
     });
 
-  unary(KERNEL_NAMES.geluTanh, (x, out) => binding.geluTanh(x, out));
-  withGradient(KERNEL_NAMES.geluTanhGrad, (x, dy, out) => binding.geluTanhGrad(x, dy, out));
-  unary(KERNEL_NAMES.silu, (x, out) => binding.silu(x, out));
-  withGradient(KERNEL_NAMES.siluGrad, (x, dy, out) => binding.siluGrad(x, dy, out));
+  elementwise(KERNEL_NAMES.geluTanh, (x, out) => binding.geluTanh(x, out));
+  elementwise(KERNEL_NAMES.geluTanhGrad, (x, out, dy) => binding.geluTanhGrad(x, dy!, out));
+  elementwise(KERNEL_NAMES.silu, (x, out) => binding.silu(x, out));
+  elementwise(KERNEL_NAMES.siluGrad, (x, out, dy) => binding.siluGrad(x, dy!, out));
 
   tf.registerKernel({
     kernelName: KERNEL_NAMES.crossEntropy,

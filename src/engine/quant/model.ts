@@ -47,23 +47,6 @@ export function quantizationReport(model: CausalLM, settings: QuantSettings): Qu
 export function quantizeModel(model: CausalLM, settings: ModelQuantSettings): QuantizationReport {
   validateQuantSettings(settings);
   const targets = model.linearLayers().filter((layer) => layer !== model.lmHead || settings.includeLmHead === true);
-
-  const layers: string[] = [];
-  let quantizedParameters = 0;
-  let bytes = 0;
-  for (const layer of targets) {
-    const weight = quantizeLinear(layer, settings);
-    layers.push(layer.name);
-    quantizedParameters += weight.parameterCount;
-    bytes += weight.bytes;
-  }
-  return {
-    layers,
-    quantType: settings.quantType,
-    blocksize: settings.blocksize,
-    doubleQuant: settings.doubleQuant,
-    quantizedParameters,
-    bytes,
-    bytesPerParameter: quantizedParameters > 0 ? bytes / quantizedParameters : 0,
-  };
+  for (const layer of targets) quantizeLinear(layer, settings);
+  return quantizationReport(model, settings);
 }
