@@ -27,6 +27,10 @@ export interface StepFlops {
   forward: number;
   backward: number;
   total: number;
+  /** The blocks' share of `forward`, which gradient checkpointing computes a second time. */
+  blocksForward: number;
+  /** `QKᵀ` again in the backward pass: training attention recomputes its scores instead of keeping them. */
+  scoreRecompute: number;
 }
 
 interface LinearShape {
@@ -73,9 +77,10 @@ export function loraStepFlops(shape: ModelShape, batch: number, seq: number, ran
   const attention = 4 * batch * shape.heads * seq * seq * headDim;
   const lmHead = 2 * lossPositions * shape.hidden * shape.vocab;
 
-  const forward = shape.layers * (baseLinear + loraLinear + attention) + lmHead;
+  const blocksForward = shape.layers * (baseLinear + loraLinear + attention);
+  const forward = blocksForward + lmHead;
   const backward = shape.layers * (baseLinear + 3 * loraLinear + 2 * attention) + lmHead;
-  return { forward, backward, total: forward + backward };
+  return { forward, backward, total: forward + backward, blocksForward, scoreRecompute: shape.layers * (attention / 2) };
 }
 
 /** Base weights (float32) and LoRA parameters, for the report. */

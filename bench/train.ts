@@ -86,7 +86,7 @@ function formatNumber(value: number | undefined, digits = 0): string {
 }
 
 function formatTable(results: ScenarioResult[]): string {
-  const header = ['scenario', 'ckpt', 'tok/s', 'step ms', 'step CPU ms', 'fwd ms', 'bwd ms', 'opt ms', 'peak MiB', 'RSS MiB', 'est. MiB', 'est. error', 'B/param', 'drift', 'MFU', 'torch tok/s', 'ours/torch'];
+  const header = ['scenario', 'ckpt', 'tok/s', 'step ms', 'step CPU ms', 'fwd ms', 'bwd ms', 'opt ms', 'peak MiB', 'RSS MiB', 'est. MiB', 'est. error', 'B/param', 'drift', 'MFU', 'HFU', 'torch tok/s', 'ours/torch'];
   const rows = results.map((r) =>
     r.available
       ? [
@@ -105,10 +105,11 @@ function formatTable(results: ScenarioResult[]): string {
           formatNumber(r.base_weight_bytes_per_param, 2),
           r.tensor_drift === undefined ? '-' : `${r.tensor_drift}/${r.drift_steps}`,
           r.mfu === undefined ? '-' : `${(100 * r.mfu).toFixed(1)}%`,
+          r.hfu === undefined ? '-' : `${(100 * r.hfu).toFixed(1)}%`,
           formatNumber(r.torch_tokens_per_s, 1),
           formatNumber(r.ratio_vs_torch, 2),
         ]
-      : [r.name, r.note ?? 'not available', '', '', '', '', '', '', '', '', '', '', '', '', '', '', ''],
+      : [r.name, r.note ?? 'not available', '', '', '', '', '', '', '', '', '', '', '', '', '', '', '', ''],
   );
   const widths = header.map((h, i) => Math.max(h.length, ...rows.filter((row) => row[2] !== '').map((row) => row[i].length)));
   const line = (cells: string[]) => (cells[2] === '' && cells[1] !== '' ? `| ${cells[0].padEnd(widths[0])} | ${cells[1]}` : `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`);
