@@ -76,7 +76,8 @@ describe.each(['wasm', 'cpu'] as const)('fused layers on %s', (backend) => {
 
   it('RMSNorm equals the composed formula, for the input and the weight', () => {
     const x = tf.tensor2d(values(tokens * inFeatures, 2, 7), [tokens, inFeatures]);
-    const w = tf.tensor1d(values(inFeatures, 1, 8));
+    // A trainable weight, as in full fine-tuning: the norm computes its gradient only then.
+    const w = tf.variable(tf.tensor1d(values(inFeatures, 1, 8)));
     const weights = tf.tensor2d(values(tokens * inFeatures, 1, 9), [tokens, inFeatures]);
     const eps = 1e-6;
     const composed = valueAndGrads((input, weight) => tf.mul(tf.mul(input, tf.rsqrt(tf.add(tf.mean(tf.square(input), -1, true), eps))), weight), [x, w], weights);
@@ -87,8 +88,8 @@ describe.each(['wasm', 'cpu'] as const)('fused layers on %s', (backend) => {
 
   it('LayerNorm equals the composed formula, for the input, weight and bias', () => {
     const x = tf.tensor2d(values(tokens * inFeatures, 2, 10), [tokens, inFeatures]);
-    const w = tf.tensor1d(values(inFeatures, 1, 11));
-    const bias = tf.tensor1d(values(inFeatures, 1, 12));
+    const w = tf.variable(tf.tensor1d(values(inFeatures, 1, 11)));
+    const bias = tf.variable(tf.tensor1d(values(inFeatures, 1, 12)));
     const weights = tf.tensor2d(values(tokens * inFeatures, 1, 13), [tokens, inFeatures]);
     const eps = 1e-5;
     const composed = valueAndGrads(
@@ -124,6 +125,20 @@ describe.each(['wasm', 'cpu'] as const)('fused layers on %s', (backend) => {
     const fused = valueAndGrads((g, u) => swiglu(g as tf.Tensor2D, u as tf.Tensor2D), [gate, up], weights);
     expectClose(fused, composed, 1e-5);
     tf.dispose([gate, up, weights]);
+  });
+
+  it('frozen norm weights get a zero gradient', () => {
+    const x = tf.tensor2d(values(tokens * inFeatures, 2, 23), [tokens, inFeatures]);
+    const w = tf.tensor1d(values(inFeatures, 1, 24));
+    const bias = tf.tensor1d(values(inFeatures, 1, 25));
+    const weights = tf.tensor2d(values(tokens * inFeatures, 1, 26), [tokens, inFeatures]);
+    const rms = valueAndGrads((input, weight) => rmsNorm(input as tf.Tensor2D, weight as tf.Tensor1D, 1e-6), [x, w], weights);
+    const layer = valueAndGrads((input, weight, b) => layerNorm(input as tf.Tensor2D, weight as tf.Tensor1D, b as tf.Tensor1D, 1e-5), [x, w, bias], weights);
+    expect(rms.grads[1].every((v) => v === 0)).toBe(true);
+    expect(layer.grads[1].every((v) => v === 0)).toBe(true);
+    expect(layer.grads[2].every((v) => v === 0)).toBe(true);
+    expect(rms.grads[0].some((v) => v !== 0)).toBe(true);
+    tf.dispose([x, w, bias, weights]);
   });
 
   it('tensor count is unchanged after a forward and backward pass of each', () => {

@@ -30,9 +30,14 @@ function customOp(f: (inputs: tf.Tensor[], save: Save) => { value: tf.Tensor; gr
   return (...inputs) => wrapped(...inputs);
 }
 
-/** Sums `[tokens, h]` over the tokens into `[h]`. */
-function sumOverTokens(x: tf.Tensor): tf.Tensor {
-  return tf.sum(x, 0);
+/**
+ * Sums `[tokens, h]` over the tokens into `[h]`: the gradient of a norm's weight or bias. When that
+ * parameter does not train (LoRA), returns zeros instead, because the wasm backend's Sum over the
+ * first axis transposes its input first (317 ms of a 6.8 s full-depth GPT-2 step in
+ * `npm run bench -- --scenario gpt2-124m --profile`).
+ */
+function parameterGradient(parameter: tf.Tensor, perToken: () => tf.Tensor): tf.Tensor {
+  return (parameter as Partial<tf.Variable>).trainable === true ? tf.sum(perToken(), 0) : tf.zerosLike(parameter);
 }
 
 /** RMSNorm of `x [tokens, h]` with weight `w [h]`. */
@@ -49,7 +54,7 @@ export function rmsNorm(x: tf.Tensor2D, weight: tf.Tensor1D, eps: number): tf.Te
         const g = tf.mul(dy, savedWeight);
         const projection = tf.mean(tf.mul(g, savedInput), -1, true);
         const dx = tf.sub(tf.mul(g, savedR), tf.mul(savedInput, tf.mul(tf.pow(savedR, 3), projection)));
-        const dw = sumOverTokens(tf.mul(dy, tf.mul(savedInput, savedR)));
+        const dw = parameterGradient(w, () => tf.mul(dy, tf.mul(savedInput, savedR)));
         return [dx, dw];
       },
     };
@@ -74,7 +79,7 @@ export function layerNorm(x: tf.Tensor2D, weight: tf.Tensor1D, bias: tf.Tensor1D
         const g = tf.mul(dy, savedWeight);
         const centered = tf.sub(g, tf.mean(g, -1, true));
         const dx = tf.mul(savedR, tf.sub(centered, tf.mul(normalized, tf.mean(tf.mul(g, normalized), -1, true))));
-        return [dx, sumOverTokens(tf.mul(dy, normalized)), sumOverTokens(dy)];
+        return [dx, parameterGradient(w, () => tf.mul(dy, normalized)), parameterGradient(b, () => dy)];
       },
     };
   });
