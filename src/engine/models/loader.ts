@@ -93,8 +93,11 @@ function locateShards(dir: string, configPath: string, indexPath: string): Model
 }
 
 /**
- * Reads every tensor of the model as float32. `include` filters names (e.g. to skip tensors a
- * model does not use, like GPT-2's `attn.bias` buffers).
+ * Indexes every tensor of the model; `include` filters names (e.g. to skip tensors a model does
+ * not use, like GPT-2's `attn.bias` buffers). Headers are read and checked now. A tensor's values
+ * are read from disk as float32 each time its `data` is read, so loading holds one tensor on the
+ * host at a time instead of the whole checkpoint: for QLoRA, which quantizes each weight as it
+ * loads, the float32 model never exists in memory at all.
  */
 export function readModelWeights(files: ModelFiles, include: (name: string) => boolean = () => true): Map<string, HostTensor> {
   const headers = new Map<string, SafetensorsHeader>();
@@ -110,7 +113,13 @@ export function readModelWeights(files: ModelFiles, include: (name: string) => b
     if (!info) {
       throw new StudioError('MODEL_FORMAT', `${file} does not contain tensor "${name}" although the index lists it there.`, 'Re-download the shard and the index.');
     }
-    weights.set(name, { shape: info.shape, data: readTensorAsFloat32(header, name) });
+    const source = header;
+    weights.set(name, {
+      shape: info.shape,
+      get data() {
+        return readTensorAsFloat32(source, name);
+      },
+    });
   }
   return weights;
 }
