@@ -143,16 +143,13 @@ export class CausalLM {
     }
     const rope = this.inverseFrequencies ? this.ropeFor(positions, batch, seq) : null;
 
-    // Without a tape (evaluation, generation) nothing is kept for a backward pass, so each block's
-    // intermediates are freed when it ends instead of when the caller's tidy does.
-    const inference = !tf.engine().isTapeOn();
+    // Each block runs in its own tidy, so the intermediates that no gradient saved are freed when
+    // the block ends rather than when the whole forward pass does. What the backward pass needs
+    // is saved by the engine (a separate handle on the same buffer) and survives the tidy.
     this.blocks.forEach((block, layerIndex) => {
       const run = (h: tf.Tensor2D) => this.block(block, layerIndex, h, { batch, seq, mask, rope, context, cache: options.cache, attentionChunkSize: options.attentionChunkSize });
-      if (options.recomputeBlock) hidden = options.recomputeBlock(run, hidden);
-      else if (inference) {
-        const input = hidden;
-        hidden = tf.tidy(() => run(input));
-      } else hidden = run(hidden);
+      const input = hidden;
+      hidden = options.recomputeBlock ? options.recomputeBlock(run, input) : tf.tidy(() => run(input));
     });
     if (options.cache) options.cache.length += seq;
 
