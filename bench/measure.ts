@@ -15,7 +15,6 @@ import { inspectModel } from '../src/engine/models/inspect';
 import { AdamW, clipGlobalNorm } from '../src/engine/train/optimizer';
 import { Trainer, type Example } from '../src/engine/train/trainer';
 import { DEFAULT_TRAIN_CONFIG, type TrainConfig } from '../src/shared/train-config';
-import { quantizeModel } from 'bench:quant';
 import { loraStepFlops } from './flops';
 import { attentionTargets, writeRandomModel, type Scenario } from './scenarios';
 
@@ -155,9 +154,6 @@ export function scenarioConfig(scenario: Scenario, modelPath: string): TrainConf
 
 /** Runs one scenario end to end; `tmpRoot` receives the model folder, removed afterwards. */
 export async function runScenario(scenario: Scenario, tmpRoot: string, log: (line: string) => void): Promise<ScenarioResult> {
-  if (scenario.quantized && !quantizeModel) {
-    return { name: scenario.name, available: false, note: 'not available: src/engine/quant/model.ts does not export quantizeModel yet' };
-  }
   const dir = fs.mkdtempSync(path.join(tmpRoot, `${scenario.name}-`));
   let model: CausalLM | null = null;
   let trainer: Trainer | null = null;
