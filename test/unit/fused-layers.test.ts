@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend } from '../../src/engine/backend';
 import { loraDelta, type LoraWeights } from '../../src/engine/lora/layer';
 import { fusedLinear } from '../../src/engine/models/fused-linear';
-import { layerNorm, rmsNorm, rope, swiglu } from '../../src/engine/models/fused-ops';
+import { layerNorm, mergeHeads, residualAdd, rmsNorm, rope, splitHeads, swiglu } from '../../src/engine/models/fused-ops';
 import { applyRope } from '../../src/engine/models/rope';
 import { maxAbsDiff } from '../helpers/fixtures';
 import { seededValues } from '../helpers/seeded-values';
@@ -125,6 +125,28 @@ describe.each(['wasm', 'cpu'] as const)('fused layers on %s', (backend) => {
     const fused = valueAndGrads((g, u) => swiglu(g as tf.Tensor2D, u as tf.Tensor2D), [gate, up], weights);
     expectClose(fused, composed, 1e-5);
     tf.dispose([gate, up, weights]);
+  });
+
+  it('residual add and head rearrangements equal tfjs ops', () => {
+    const [batch, seq, heads, headDim] = [2, 3, 4, 5];
+    const a = tf.tensor2d(values(batch * seq * heads * headDim, 1, 27), [batch * seq, heads * headDim]);
+    const b = tf.tensor2d(values(batch * seq * heads * headDim, 1, 28), [batch * seq, heads * headDim]);
+    const weights = tf.tensor4d(values(batch * seq * heads * headDim, 1, 29), [batch, heads, seq, headDim]);
+    const composed = valueAndGrads(
+      (x, y) => tf.transpose(tf.reshape(tf.mul(tf.add(x, y), 2), [batch, seq, heads, headDim]), [0, 2, 1, 3]),
+      [a, b],
+      weights,
+    );
+    const fused = valueAndGrads((x, y) => splitHeads(tf.mul(residualAdd(x as tf.Tensor2D, y as tf.Tensor2D), 2) as tf.Tensor2D, batch, seq, heads, headDim), [a, b], weights);
+    expectClose(fused, composed, 1e-6);
+
+    const split = splitHeads(a, batch, seq, heads, headDim);
+    expect(maxAbsDiff(mergeHeads(split).dataSync(), a.dataSync())).toBe(0);
+    const flatWeights = tf.tensor2d(values(batch * seq * heads * headDim, 1, 30), [batch * seq, heads * headDim]);
+    const merged = valueAndGrads((x) => mergeHeads(x as tf.Tensor4D), [split], flatWeights);
+    const mergedComposed = valueAndGrads((x) => tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [batch * seq, heads * headDim]), [split], flatWeights);
+    expectClose(merged, mergedComposed, 1e-6);
+    tf.dispose([a, b, weights, split, flatWeights]);
   });
 
   it('frozen norm weights get a zero gradient', () => {

@@ -7,14 +7,14 @@
  * tfjs keeps what each operation saves for its gradient until the backward pass ends. Written as
  * separate operations, this layer would keep the base product, the sum with the bias, the dropout
  * noise and its intermediates, the dropped input, the LoRA up-projection and its scaled copy.
- * As one operation it keeps its output, the dropout multiplier (input-sized, only with dropout)
+ * As one operation it keeps its output, the dropout mask (input-sized bools, only with dropout)
  * and the rank-sized down-projection. The backward pass computes
  *
  *     dUp = dy · scaling,  dDown = dUp · B,  dB = dUpᵀ · down,  dA = dDownᵀ · dropout(x),
- *     dx = dy · Wᵀ + (dDown · A) ⊙ multiplier
+ *     dx = dy · Wᵀ + (dDown · A) ⊙ mask / keep
  *
- * The dropout multiplier is built exactly as `tf.dropout` builds it, with the same seed, so
- * results do not depend on which form ran.
+ * The dropout mask matches the one `tf.dropout` draws with the same seed, so results do not
+ * depend on which form ran.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { LoraWeights } from '../lora/layer';
@@ -57,15 +57,15 @@ export function fusedLinear(x: tf.Tensor2D, options: FusedLinearOptions): tf.Ten
       let y: tf.Tensor = base.forward(input);
       if (bias) y = tf.add(y, bias);
       if (!a || !b || !lora) return { value: y };
-      const keep = dropout ? dropoutMultiplier(input.shape, dropout.rate, dropout.seed) : null;
-      const dropped = keep ? (tf.mul(input, keep) as tf.Tensor2D) : input;
+      const keep = dropout ? keptMask(input.shape, dropout.rate, dropout.seed) : null;
+      const dropped = keep && dropout ? (tf.mul(input, multiplier(keep, dropout.rate)) as tf.Tensor2D) : input;
       const lowRank = free ? tf.matMul(dropped, a, false, true) : tf.matMul(dropped, tf.transpose(a)); // [tokens, r]
       const up = free ? tf.matMul(lowRank, b, false, true) : tf.matMul(lowRank, tf.transpose(b)); // [tokens, out]
       const value = tf.add(y, tf.mul(up, lora.scaling));
-      return keep ? { value, down: lowRank, multiplier: keep } : { value, down: lowRank };
-    }) as { value: tf.Tensor; down?: tf.Tensor; multiplier?: tf.Tensor };
-    const { value, down, multiplier } = kept;
-    save(a && b ? [input, a, b, down!, ...(multiplier ? [multiplier] : [])] : [input]);
+      return keep ? { value, down: lowRank, mask: keep } : { value, down: lowRank };
+    }) as { value: tf.Tensor; down?: tf.Tensor; mask?: tf.Tensor };
+    const { value, down, mask } = kept;
+    save(a && b ? [input, a, b, down!, ...(mask ? [mask] : [])] : [input]);
 
     return {
       value,
@@ -75,15 +75,16 @@ export function fusedLinear(x: tf.Tensor2D, options: FusedLinearOptions): tf.Ten
           const upstream = dy as tf.Tensor2D;
           let dx: tf.Tensor2D = options.inputGradient ? base.inputGradient(upstream) : (tf.zerosLike(saved[0]) as tf.Tensor2D);
           if (!lora || saved.length < 4) return [dx];
-          const [savedInput, savedA, savedB, savedDown, savedMultiplier] = saved as tf.Tensor2D[];
+          const [savedInput, savedA, savedB, savedDown, savedMask] = saved as tf.Tensor2D[];
           const dUp = tf.mul(upstream, lora.scaling) as tf.Tensor2D; // [tokens, out]
           const dDown = tf.matMul(dUp, savedB); // [tokens, r]
-          const dropped = savedMultiplier ? (tf.mul(savedInput, savedMultiplier) as tf.Tensor2D) : savedInput;
+          const keepMultiplier = savedMask && dropout ? multiplier(savedMask, dropout.rate) : null;
+          const dropped = keepMultiplier ? (tf.mul(savedInput, keepMultiplier) as tf.Tensor2D) : savedInput;
           const dB = free ? tf.matMul(dUp, savedDown, true, false) : tf.transpose(tf.matMul(tf.transpose(savedDown), dUp)); // [out, r]
           const dA = free ? tf.matMul(dDown, dropped, true, false) : tf.matMul(tf.transpose(dDown), dropped); // [r, in]
           if (!options.inputGradient) return [dx, dA, dB];
           const dDropped = tf.matMul(dDown, savedA); // [tokens, in]
-          dx = tf.add(dx, savedMultiplier ? tf.mul(dDropped, savedMultiplier) : dDropped) as tf.Tensor2D;
+          dx = tf.add(dx, keepMultiplier ? tf.mul(dDropped, keepMultiplier) : dDropped) as tf.Tensor2D;
           return [dx, dA, dB];
         }),
     };
@@ -92,8 +93,16 @@ export function fusedLinear(x: tf.Tensor2D, options: FusedLinearOptions): tf.Ten
   return op(...inputs) as tf.Tensor2D;
 }
 
-/** `floor(uniform + keep) / keep`, the multiplier `tf.dropout` applies, from the same seed. */
-function dropoutMultiplier(shape: number[], rate: number, seed: number): tf.Tensor {
-  const keep = 1 - rate;
-  return tf.div(tf.floor(tf.add(tf.randomUniform(shape, 0, 1, 'float32', seed), keep)), keep);
+/**
+ * Which inputs dropout keeps, as a bool tensor (one byte per value instead of four).
+ * `tf.dropout` multiplies by `floor(uniform + keep) / keep`, and `floor(y)` is 1 exactly when
+ * `y ≥ 1` for `y` in `[keep, 1 + keep)`, so the same seed gives the same mask.
+ */
+function keptMask(shape: number[], rate: number, seed: number): tf.Tensor {
+  return tf.greaterEqual(tf.add(tf.randomUniform(shape, 0, 1, 'float32', seed), 1 - rate), 1);
+}
+
+/** `mask / keep` as float32: the factor `tf.dropout` applies. */
+function multiplier(mask: tf.Tensor, rate: number): tf.Tensor {
+  return tf.div(tf.cast(mask, 'float32'), 1 - rate);
 }

@@ -128,3 +128,38 @@ export function swiglu(gate: tf.Tensor2D, up: tf.Tensor2D): tf.Tensor2D {
   });
   return op(gate, up) as tf.Tensor2D;
 }
+
+/**
+ * `a + b` for two tensors of one shape, saving nothing: the gradient is `dy` for both. tfjs's Add
+ * saves both inputs (to reduce a broadcast gradient), which keeps each residual branch's output
+ * alive until the backward pass ends.
+ */
+export function residualAdd(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  const op = customOp(([left, right]) => ({
+    value: tf.add(left, right),
+    gradFunc: (dy) => [dy.clone(), dy.clone()],
+  }));
+  return op(a, b) as tf.Tensor2D;
+}
+
+/**
+ * `[tokens, heads·d] → [batch, heads, seq, d]`, saving nothing (the gradient is the inverse
+ * rearrangement). tfjs's Reshape saves its input, which would keep the projection's output alive.
+ */
+export function splitHeads(x: tf.Tensor2D, batch: number, seq: number, heads: number, headDim: number): tf.Tensor4D {
+  const op = customOp(([input]) => ({
+    value: tf.tidy(() => tf.transpose(tf.reshape(input, [batch, seq, heads, headDim]), [0, 2, 1, 3])),
+    gradFunc: (dy) => [tf.reshape(tf.transpose(dy, [0, 2, 1, 3]), [batch * seq, heads * headDim])],
+  }));
+  return op(x) as tf.Tensor4D;
+}
+
+/** `[batch, heads, seq, d] → [tokens, heads·d]`, the inverse of `splitHeads`, saving nothing. */
+export function mergeHeads(x: tf.Tensor4D): tf.Tensor2D {
+  const [batch, heads, seq, headDim] = x.shape;
+  const op = customOp(([input]) => ({
+    value: tf.tidy(() => tf.reshape(tf.transpose(input, [0, 2, 1, 3]), [batch * seq, heads * headDim])),
+    gradFunc: (dy) => [tf.transpose(tf.reshape(dy, [batch, seq, heads, headDim]), [0, 2, 1, 3])],
+  }));
+  return op(x) as tf.Tensor2D;
+}

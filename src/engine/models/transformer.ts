@@ -23,7 +23,7 @@ import { QuantizedWeight, quantizedProduct, type QuantSettings } from '../quant/
 import { unaryCustomGrad } from './ops';
 import { nativeGeluTanh, nativeGeluTanhGrad, nativeKernelsActive, nativeSilu, nativeSiluGrad } from '../backend/native-kernels';
 import { ropeInverseFrequencies, ropeTables } from './rope';
-import { layerNorm, rmsNorm, rope, swiglu } from './fused-ops';
+import { layerNorm, mergeHeads, residualAdd, rmsNorm, rope, splitHeads, swiglu } from './fused-ops';
 
 /** Additive mask value for positions a query may not attend to. */
 const MASKED = -1e9;
@@ -237,10 +237,10 @@ export class CausalLM {
 
   private block(block: Block, layerIndex: number, hidden: tf.Tensor2D, step: StepShape): tf.Tensor2D {
     const attentionOut = this.attention(block, layerIndex, this.norm(block.inputNorm, hidden), step);
-    const afterAttention = tf.add(hidden, attentionOut) as tf.Tensor2D;
+    const afterAttention = residualAdd(hidden, attentionOut);
 
     const mlpOut = this.mlp(block, this.norm(block.postAttentionNorm, afterAttention), step.context);
-    return tf.add(afterAttention, mlpOut) as tf.Tensor2D;
+    return residualAdd(afterAttention, mlpOut);
   }
 
   private attention(block: Block, layerIndex: number, x: tf.Tensor2D, step: StepShape): tf.Tensor2D {
@@ -258,9 +258,9 @@ export class CausalLM {
       [q, k, v] = block.attention.map((layer) => layer.apply(x, context, projection)) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
     }
 
-    let queries = toHeads(q, batch, seq, numHeads, headDim); // [b, heads, seq, d]
-    let keys = toHeads(k, batch, seq, numKeyValueHeads, headDim); // [b, kvHeads, seq, d]
-    let values = toHeads(v, batch, seq, numKeyValueHeads, headDim);
+    let queries = splitHeads(q, batch, seq, numHeads, headDim); // [b, heads, seq, d]
+    let keys = splitHeads(k, batch, seq, numKeyValueHeads, headDim); // [b, kvHeads, seq, d]
+    let values = splitHeads(v, batch, seq, numKeyValueHeads, headDim);
     if (step.rope) {
       queries = rope(queries, step.rope.cos, step.rope.sin);
       keys = rope(keys, step.rope.cos, step.rope.sin);
@@ -273,7 +273,7 @@ export class CausalLM {
     const attended = chunk
       ? chunkedGroupedAttention(queries, keys, values, step.mask, numKeyValueHeads, chunk)
       : groupedAttention(queries, keys, values, step.mask, numKeyValueHeads); // [b, heads, seq, d]
-    const merged = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch * seq, numHeads * headDim]) as tf.Tensor2D;
+    const merged = mergeHeads(attended);
     return block.outputProjection.apply(merged, context);
   }
 
@@ -323,11 +323,6 @@ interface StepShape {
   context: ForwardContext;
   cache?: KvCache;
   attentionChunkSize?: number;
-}
-
-/** `[tokens, heads·d] → [batch, heads, seq, d]`. */
-function toHeads(x: tf.Tensor2D, batch: number, seq: number, heads: number, headDim: number): tf.Tensor4D {
-  return tf.transpose(tf.reshape(x, [batch, seq, heads, headDim]), [0, 2, 1, 3]);
 }
 
 /**
