@@ -106,16 +106,17 @@ export function estimateTraining(info: ModelInfo, config: TrainConfig, backend =
 /**
  * Float32 values alive when the step's memory peaks: what each operation saves for its gradient
  * stays until the backward pass ends. The engine's fused operations (fused-linear.ts,
- * fused-ops.ts, attention.ts) save their inputs only. So a block keeps about 35 hidden-sized
+ * fused-ops.ts, attention.ts) save their inputs only. So a block keeps about 32 hidden-sized
  * values per token plus its MLP activations (GELU: two intermediate-sized, SwiGLU: three). A
- * LoRA layer with dropout also keeps its dropout multiplier, one input-sized value. The constants were
+ * LoRA layer with dropout also keeps its dropout mask, one byte per input value. The constants were
  * fitted to the buffers measured by `npm run bench:memory` (docs/BENCHMARKS.md), which they
  * match within about 6 %; they change whenever the forward pass keeps different intermediates.
  */
 function activationValues(info: ModelInfo, config: TrainConfig, tokens: number, targets: LinearShape[]): number {
   const h = info.hiddenSize;
-  const perLayer = info.modelType === 'gpt2' ? 35 * h + 2 * info.intermediateSize : 36 * h + 3 * info.intermediateSize;
-  const adapters = targets.reduce((sum, s) => sum + (config.lora.loraDropout > 0 ? s.inFeatures : 0) + config.lora.r, 0);
+  const perLayer = 32 * h + (info.modelType === 'gpt2' ? 2 : 3) * info.intermediateSize;
+  // A dropout mask is one byte per input value: a quarter of a float32 value.
+  const adapters = targets.reduce((sum, s) => sum + (config.lora.loraDropout > 0 ? s.inFeatures / 4 : 0) + config.lora.r, 0);
   // The frozen LM head runs in chunks (models/head-loss.ts): one chunk's logits and their gradient
   // exist for a moment at the end of the forward pass.
   const headChunk = 2 * Math.min(tokens, headChunkRows(info.vocabSize)) * info.vocabSize;
