@@ -27,8 +27,11 @@ export interface FrozenHead {
   release?(): void;
 }
 
-/** Bytes of one chunk's logits table; the gradient table beside it has the same size. */
-export const HEAD_CHUNK_BYTES = 64 * 1024 * 1024;
+/**
+ * Bytes of one chunk's logits table; the gradient table beside it has the same size. 32 MiB is
+ * about 160 rows of a 50 000-word vocabulary, enough rows for sgemm to run at full speed.
+ */
+export const HEAD_CHUNK_BYTES = 32 * 1024 * 1024;
 
 /** Rows per chunk for a vocabulary: the logits of one chunk fit `HEAD_CHUNK_BYTES`. */
 export function headChunkRows(vocabSize: number): number {
@@ -45,8 +48,10 @@ export function chunkedHeadLoss(hidden: tf.Tensor2D, targets: number[], head: Fr
   const loss = unaryCustomGrad((input, save) => {
     const lossSums: tf.Scalar[] = [];
     const gradients: tf.Tensor2D[] = [];
-    for (let start = 0; start < n; start += chunkRows) {
-      const size = Math.min(chunkRows, n - start);
+    // Chunks of equal size (at most chunkRows), so no chunk is a thin remainder.
+    const rowsPerChunk = Math.ceil(n / Math.ceil(n / chunkRows));
+    for (let start = 0; start < n; start += rowsPerChunk) {
+      const size = Math.min(rowsPerChunk, n - start);
       const [lossSum, gradient] = tf.tidy(() => {
         const rows = tf.slice(input as tf.Tensor2D, [start, 0], [size, width]);
         const { losses, grad } = rowCrossEntropy(head.logits(rows), targets.slice(start, start + size), 1 / n);
