@@ -94,7 +94,7 @@ export function fusedLinear(x: tf.Tensor2D, options: FusedLinearOptions): tf.Ten
 }
 
 /**
- * Which inputs dropout keeps, as a bool tensor (one byte per value instead of four).
+ * Draws which inputs dropout keeps, as a bool tensor (one byte per value instead of four).
  * `tf.dropout` multiplies by `floor(uniform + keep) / keep`, and `floor(y)` is 1 exactly when
  * `y ≥ 1` for `y` in `[keep, 1 + keep)`, so the same seed gives the same mask.
  */

@@ -95,9 +95,9 @@ function locateShards(dir: string, configPath: string, indexPath: string): Model
 /**
  * Indexes every tensor of the model; `include` filters names (e.g. to skip tensors a model does
  * not use, like GPT-2's `attn.bias` buffers). Headers are read and checked now. A tensor's values
- * are read from disk as float32 each time its `data` is read, so loading holds one tensor on the
- * host at a time instead of the whole checkpoint: for QLoRA, which quantizes each weight as it
- * loads, the float32 model never exists in memory at all.
+ * are read from disk as float32 each time its `data` is read. So loading keeps one tensor on the
+ * host at a time instead of the whole checkpoint, and for QLoRA, which quantizes each weight as
+ * it loads, the float32 model never exists in memory at all.
  */
 export function readModelWeights(files: ModelFiles, include: (name: string) => boolean = () => true): Map<string, HostTensor> {
   const headers = new Map<string, SafetensorsHeader>();
