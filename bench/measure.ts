@@ -104,8 +104,8 @@ export function measureMatmulFlops(n = 1024, repeats = 8): number {
   return (2 * n * n * n) / (median(times) / 1000);
 }
 
-/** Seeded random token rows, labels equal to the inputs (every position trains). */
-function randomExamples(count: number, seq: number, vocab: number, seed: number): Example[] {
+/** Returns seeded random token rows with labels equal to the inputs (every position trains). */
+export function randomExamples(count: number, seq: number, vocab: number, seed: number): Example[] {
   let state = seed >>> 0;
   const next = () => {
     state = (Math.imul(state, 1664525) + 1013904223) >>> 0;

@@ -40,6 +40,7 @@ import { AdamW, clipGlobalNorm } from '../src/engine/train/optimizer';
 import { collate, Trainer, type Example } from '../src/engine/train/trainer';
 import { DEFAULT_TRAIN_CONFIG, type LoraSettings, type QuantSettings, type TrainConfig } from '../src/shared/train-config';
 import { writeRandomModel, type ModelShape } from './scenarios';
+import { randomExamples } from './measure';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -413,19 +414,6 @@ function trainableTensors(model: CausalLM): tf.Variable[] {
     ...model.linearLayers().flatMap((layer) => [layer.kernel, layer.bias]),
   ];
   return tensors.filter((tensor): tensor is tf.Variable => tensor !== null && (tensor as Partial<tf.Variable>).trainable === true);
-}
-
-/** Seeded random rows of `seq` token ids below `vocab`, labels equal to the inputs. */
-function randomExamples(count: number, seq: number, vocab: number, seed: number): Example[] {
-  let state = seed >>> 0;
-  const next = () => {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    return state;
-  };
-  return Array.from({ length: count }, () => {
-    const ids = Array.from({ length: seq }, () => next() % vocab);
-    return { input_ids: ids, labels: [...ids] };
-  });
 }
 
 /** Trains LoRA or QLoRA on the demo model and chat data and returns the validation loss before and after. */

@@ -5,9 +5,10 @@
  * same optional package as the native matmul (`native/blas/src/kernels.c`) and are registered as
  * tfjs kernels of the wasm backend, so they read and write the wasm heap in place.
  *
- * `npm run bench -- --quick --profile` measured, per element on a 2-core AMD EPYC: GELU through
- * tfjs ops about 36 ns (Pow, Tanh and five element-wise kernels), natively 1.3 ns; the softmax
- * cross-entropy over the vocabulary about 12 ns through tfjs ops (Exp alone 6.7), natively 1.6.
+ * Measured per element on a 2-core AMD EPYC (`npm run bench -- --quick --profile` for the tfjs
+ * ops, the binding called directly for the native ones): GELU costs about 36 ns through tfjs ops
+ * (Pow, Tanh and five element-wise kernels) and 1.3 ns natively. The softmax cross-entropy over
+ * the vocabulary costs about 12 ns through tfjs ops (Exp alone 6.7) and 1.6 ns natively.
  *
  * Callers ask `nativeKernelsActive()` first and otherwise compose the same function from tfjs
  * operations, so every backend computes the same values.

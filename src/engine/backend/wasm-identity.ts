@@ -3,11 +3,11 @@
  *
  * tfjs saves every tensor a gradient needs through `clone`, which runs Identity. The CPU and
  * WebGL backends return a reference to the same data (counted, freed with its last tensor);
- * tfjs-backend-wasm 4.22 copies it. In a training step that is one copy of every saved activation:
- * memory the step holds until its backward pass ends, and time (`Identity` took 62 ms of a
- * 1 621 ms step in `npm run bench -- --quick --profile`, smollm-135m-long). Tensor data is
- * immutable in tfjs (variables get new data on assign), so a shared reference is safe; the wasm
- * backend already counts references for reshapes.
+ * tfjs-backend-wasm 4.22 copies it. In a training step that is one copy of every saved activation,
+ * which costs memory until the backward pass ends and time (`Identity` took 62 ms of a 1 621 ms
+ * step in `npm run bench -- --quick --profile`, smollm-135m-long). Tensor data is immutable in
+ * tfjs (variables get new data on assign), so a shared reference is safe. The wasm backend
+ * already counts references for reshapes.
  */
 import * as tf from '@tensorflow/tfjs-core';
 

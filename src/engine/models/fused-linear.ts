@@ -53,7 +53,7 @@ export function fusedLinear(x: tf.Tensor2D, options: FusedLinearOptions): tf.Ten
     const save = args.pop() as SaveFunction;
     const [input, a, b] = args as [tf.Tensor2D, tf.Tensor2D | undefined, tf.Tensor2D | undefined];
 
-    const kept = tf.tidy(() => {
+    const forwardResults = tf.tidy(() => {
       let y: tf.Tensor = base.forward(input);
       if (bias) y = tf.add(y, bias);
       if (!a || !b || !lora) return { value: y };
@@ -64,7 +64,7 @@ export function fusedLinear(x: tf.Tensor2D, options: FusedLinearOptions): tf.Ten
       const value = tf.add(y, tf.mul(up, lora.scaling));
       return keep ? { value, down: lowRank, mask: keep } : { value, down: lowRank };
     }) as { value: tf.Tensor; down?: tf.Tensor; mask?: tf.Tensor };
-    const { value, down, mask } = kept;
+    const { value, down, mask } = forwardResults;
     save(a && b ? [input, a, b, down!, ...(mask ? [mask] : [])] : [input]);
 
     return {
