@@ -82,6 +82,11 @@ describe('gpt2 tokenizer', () => {
     expect(tokenizer.decode([15496, 50256], { skipSpecialTokens: true })).toBe('Hello');
     expect(tokenizer.decode([15496, 50256])).toBe('Hello<|endoftext|>');
   });
+
+  it('decode of no ids is empty', () => {
+    expect(tokenizer.decode([])).toBe('');
+    expect(tokenizer.decode([], { skipSpecialTokens: true })).toBe('');
+  });
 });
 
 describe('tokenizer config handling', () => {

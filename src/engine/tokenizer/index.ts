@@ -172,6 +172,9 @@ export function createTokenizer(files: TokenizerFiles, source = 'the tokenizer f
     },
 
     decode(ids: readonly number[], options: DecodeOptions = {}): string {
+      // The tokenizers library rejects an empty array, but decoding nothing (a generation that
+      // stopped at once at EOS) is the empty string.
+      if (ids.length === 0) return '';
       return inner.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
     },
 
